@@ -1,0 +1,383 @@
+"""Experiment files: YAML -> a frozen ExperimentSpec.
+
+The schema is a set of pydantic models that forbid unknown keys and coerce
+nothing (strict types). Every error becomes one line naming the file, the line
+of the offending key and the dotted field path, e.g.
+
+    experiments/x.yaml:14: variants.fast.server.port: Input should be a valid integer
+
+The README documents every field; tests/test_docs.py keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import SpecError
+
+SCHEMA_VERSION = 1
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+PositiveInt = Annotated[int, Field(gt=0)]
+Port = Annotated[int, Field(ge=1024, le=65535)]
+CpuList = Annotated[str, Field(pattern=r"^[0-9]+([-,][0-9]+)*$")]
+ParamValue = str | int | float
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Source(Model):
+    file: str
+    section: str
+
+
+class Claim(Model):
+    id: Name
+    statement: Annotated[str, Field(min_length=1)]
+    source: Source
+    claimed_ratio: Annotated[float, Field(gt=0, le=1e6)]
+    metric: Annotated[str, Field(min_length=1)]
+    unit: Literal["s"]
+    better: Literal["lower", "higher"]
+
+
+class Build(Model):
+    """A native program compiled on every host of `role` by the provision playbook."""
+
+    name: Name
+    role: Name
+    sources: Annotated[list[str], Field(min_length=1)]
+    flags: list[str] = ["-O2"]
+    libraries: list[str] = []
+
+
+class DataFile(Model):
+    """A file of random bytes created on every host of `role` before the trials."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+    role: Name
+    size: str  # "256MiB", "1GiB" or a "{parameter}"
+
+
+class Provision(Model):
+    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]*$")]] = []
+    sysctls: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+$")], str | int] = {}
+    builds: list[Build] = []
+    data: list[DataFile] = []
+
+
+class ConfigFile(Model):
+    """A Jinja template from the workload folder, rendered and copied to the host."""
+
+    template: str
+    vars: dict[str, ParamValue] = {}
+
+
+class Server(Model):
+    role: Name
+    command: Annotated[list[str], Field(min_length=1)]
+    port: Port
+    config: ConfigFile | None = None
+    cpus: CpuList | None = None
+    ready_timeout: Annotated[float, Field(gt=0, le=300)] = 20.0
+
+
+class Load(Model):
+    role: Name
+    command: Annotated[list[str], Field(min_length=1)]
+    parser: Literal["fetch_json"]
+    cpus: CpuList | None = None
+    timeout: Annotated[float, Field(gt=0, le=3600)] = 600.0
+
+
+class Variant(Model):
+    description: str = ""
+    server: Server
+    load: Load
+
+
+class Pair(Model):
+    name: Name
+    baseline: Name
+    treatment: Name
+
+
+class Quick(Model):
+    """What --quick changes: fewer repetitions, smaller parameters."""
+
+    repetitions: Annotated[int, Field(gt=0, le=1000)] | None = None
+    parameters: dict[str, ParamValue] = {}
+
+
+class ExperimentSpec(Model):
+    version: Literal[1]
+    claim: Claim
+    roles: Annotated[dict[Name, Name], Field(min_length=1)]
+    workload: str
+    provision: Provision = Provision()
+    parameters: dict[Name, ParamValue] = {}
+    variants: Annotated[dict[Name, Variant], Field(min_length=2)]
+    pairs: Annotated[list[Pair], Field(min_length=1)]
+    repetitions: Annotated[int, Field(gt=1, le=1000)]
+    warmup_values: Annotated[int, Field(ge=0, le=100)] = 1
+    quick: Quick = Quick()
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> ExperimentSpec:
+        roles = set(self.roles)
+        for where, role in self._role_uses():
+            if role not in roles:
+                raise _Located(where + ("role",), f"role {role!r} is not in roles ({', '.join(sorted(roles))})")
+        for i, pair in enumerate(self.pairs):
+            for side in ("baseline", "treatment"):
+                if getattr(pair, side) not in self.variants:
+                    raise _Located(("pairs", i, side), f"no variant named {getattr(pair, side)!r}")
+            if pair.baseline == pair.treatment:
+                raise _Located(("pairs", i, "treatment"), "baseline and treatment must differ")
+        for key in self.quick.parameters:
+            if key not in self.parameters:
+                raise _Located(("quick", "parameters", key), f"{key!r} is not in parameters")
+        return self
+
+    def _role_uses(self):
+        for i, build in enumerate(self.provision.builds):
+            yield ("provision", "builds", i), build.role
+        for i, data in enumerate(self.provision.data):
+            yield ("provision", "data", i), data.role
+        for name, variant in self.variants.items():
+            yield ("variants", name, "server"), variant.server.role
+            yield ("variants", name, "load"), variant.load.role
+
+
+class _Located(ValueError):
+    """A cross-field error that knows which field it is about."""
+
+    def __init__(self, path: tuple, message: str):
+        super().__init__(message)
+        self.path = path
+
+
+# Placeholders a command, config var or data size may use besides the parameters.
+RUNTIME_PLACEHOLDERS = frozenset({"workdir", "workload", "bin", "data", "port", "server_address", "config"})
+
+
+def load(path: str | Path) -> ExperimentSpec:
+    """Read and validate an experiment file; raise SpecError with file:line on any fault."""
+    spec, _ = load_with_digest(path)
+    return spec
+
+
+def load_with_digest(path: str | Path) -> tuple[ExperimentSpec, str]:
+    path = Path(path)
+    shown = _shown(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"{shown}: no such file") from None
+    except OSError as exc:
+        raise SpecError(f"{shown}: cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"{shown}: not UTF-8 text") from None
+    data, lines = _parse_yaml(text, shown)
+    if not isinstance(data, dict):
+        raise SpecError(f"{shown}:1: the file must hold a mapping (claim:, roles:, variants: ...), not {_kind(data)}")
+    try:
+        spec = ExperimentSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_first_error(exc, shown, lines)) from None
+    _check_paths_and_placeholders(spec, path, shown, lines)
+    return spec, hashlib.sha256(raw).hexdigest()
+
+
+def workload_dir(spec: ExperimentSpec, experiment_path: str | Path) -> Path:
+    return (Path(experiment_path).resolve().parent / spec.workload).resolve()
+
+
+def parameters_for(spec: ExperimentSpec, quick: bool) -> dict[str, ParamValue]:
+    params = dict(spec.parameters)
+    if quick:
+        params.update(spec.quick.parameters)
+    return params
+
+
+def repetitions_for(spec: ExperimentSpec, quick: bool) -> int:
+    return spec.quick.repetitions if quick and spec.quick.repetitions else spec.repetitions
+
+
+def placeholders(text: str) -> list[str]:
+    """Names of the {placeholders} in a template string."""
+    return [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
+
+
+def fill(text: str, values: dict[str, object]) -> str:
+    """Fill {placeholders}; the result is one argv word, never parsed by a shell."""
+    return text.format_map(values)
+
+
+_SIZE = re.compile(r"^([0-9]+)(B|KiB|MiB|GiB)$")
+_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    match = _SIZE.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"size {text!r} must be a positive whole number of B, KiB, MiB or GiB, e.g. 256MiB")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+# --- YAML with line numbers -------------------------------------------------
+
+
+def _parse_yaml(text: str, shown: str) -> tuple[object, dict[tuple, int]]:
+    """Parse YAML and map each field path to the line it stands on (1-based)."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            lines: dict[tuple, int] = {}
+            if node is not None:
+                # Before construction: constructing flattens '<<' merges into the node.
+                _record_lines(node, (), lines, shown)
+                data = loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise SpecError(f"{shown}:{line}: YAML syntax error: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{shown}: YAML error: {exc}") from None
+    if node is None:
+        raise SpecError(f"{shown}:1: the file is empty")
+    return data, lines
+
+
+def _record_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], shown: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
+            if key == "<<":  # a merge: its keys keep the lines of the anchor they come from
+                continue
+            if key in seen:
+                raise SpecError(f"{shown}:{key_node.start_mark.line + 1}: {_dotted(path + (key,))}: duplicate key")
+            seen.add(key)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            _record_lines(value_node, path + (key,), lines, shown)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines[path + (index,)] = item.start_mark.line + 1
+            _record_lines(item, path + (index,), lines, shown)
+
+
+def _line_of(path: tuple, lines: dict[tuple, int]) -> int:
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return 1
+
+
+def _dotted(path: tuple) -> str:
+    return ".".join(str(part) for part in path) or "(top level)"
+
+
+def _first_error(exc: ValidationError, shown: str, lines: dict[tuple, int]) -> str:
+    error = exc.errors()[0]
+    if isinstance(error.get("ctx", {}).get("error"), _Located):
+        located = error["ctx"]["error"]
+        return f"{shown}:{_line_of(located.path, lines)}: {_dotted(located.path)}: {located}"
+    # pydantic adds the union member's type name to the path ("str", "int"); drop those.
+    path = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in {"str", "int", "float", "ConfigFile"}))
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown field (see the README's experiment file format)"
+    elif error["type"] == "missing":
+        message = "required field is missing"
+    elif "input" in error and error["type"].endswith("_type"):
+        message = f"{message}, got {_kind(error['input'])}"
+    return f"{shown}:{_line_of(path, lines)}: {_dotted(path)}: {message}"
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: "text", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# --- checks that need the file's location --------------------------------------
+
+
+def _check_paths_and_placeholders(spec: ExperimentSpec, path: Path, shown: str, lines: dict) -> None:
+    def fail(field: tuple, message: str):
+        raise SpecError(f"{shown}:{_line_of(field, lines)}: {_dotted(field)}: {message}")
+
+    workload = workload_dir(spec, path)
+    if not _inside(workload, path.resolve().parent):
+        fail(("workload",), f"{spec.workload!r} leaves the experiment's folder; keep workloads beside it")
+    if not workload.is_dir():
+        fail(("workload",), f"no folder {workload}")
+
+    def check_workload_file(field: tuple, name: str):
+        target = (workload / name).resolve()
+        if not _inside(target, workload):
+            fail(field, f"{name!r} leaves the workload folder")
+        if not target.is_file():
+            fail(field, f"no file {name!r} in {spec.workload}/")
+
+    for i, build in enumerate(spec.provision.builds):
+        for j, source in enumerate(build.sources):
+            check_workload_file(("provision", "builds", i, "sources", j), source)
+
+    known = set(spec.parameters) | RUNTIME_PLACEHOLDERS
+
+    def check_template(field: tuple, text: str):
+        try:
+            names = placeholders(text)
+        except ValueError as exc:
+            fail(field, f"bad placeholder in {text!r}: {exc}")
+        for name in names:
+            if name not in known:
+                fail(field, f"unknown placeholder {{{name}}}; known: {', '.join(sorted(known))}")
+
+    for i, data in enumerate(spec.provision.data):
+        check_template(("provision", "data", i, "size"), data.size)
+        try:
+            parse_size(fill(data.size, spec.parameters))
+            parse_size(fill(data.size, parameters_for(spec, quick=True)))
+        except (ValueError, KeyError) as exc:
+            fail(("provision", "data", i, "size"), str(exc))
+    for name, variant in spec.variants.items():
+        for part in ("server", "load"):
+            for i, word in enumerate(getattr(variant, part).command):
+                check_template(("variants", name, part, "command", i), word)
+        if variant.server.config:
+            check_workload_file(("variants", name, "server", "config", "template"), variant.server.config.template)
+            for key, value in variant.server.config.vars.items():
+                if isinstance(value, str):
+                    check_template(("variants", name, "server", "config", "vars", key), value)
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
