@@ -1,0 +1,26 @@
+# `make run` and `make test` are the whole set-up on a fresh Debian machine (as root).
+PYTHON ?= python3
+VENV := .venv
+EXP ?= experiments/sendfile.yaml
+ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: run test clean
+
+run: $(STAMP)
+	$(VENV)/bin/harness run $(EXP) $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/pytest $(ARGS)
+
+# Python's venv module is a separate Debian package; install it when missing.
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+
+$(STAMP): $(VENV)/bin/python pyproject.toml
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e .
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,188 @@
+"""Fabric wrapper: run commands on a host, start and stop background servers by pid.
+
+A local host (ansible_connection=local) goes through invoke's local runner, an
+SSH host through fabric.Connection; both offer the same `run`. Commands are argv
+lists joined with shlex, so text from an experiment file is never parsed by a
+shell. Every command carries a timeout.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import fabric
+import invoke
+from fabric.runners import Remote
+from invoke.runners import Local
+
+from harness.errors import HostError, TrialError
+from harness.inventory import Host
+
+CONNECT_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 120.0
+
+
+class _QuietLocal(Local):
+    # invoke wakes up every 10 ms while a command runs; during a measurement the
+    # harness should stay off the CPU, and a 100 ms wake-up is cheap enough.
+    input_sleep = 0.1
+
+
+class _QuietRemote(Remote):
+    input_sleep = 0.1
+
+
+@dataclass(frozen=True)
+class Output:
+    exited: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class Background:
+    """A server started in its own session: `pid` is its session and group id."""
+
+    pid: int
+    log: str  # path of its stdout+stderr on the host
+
+
+class HostSession:
+    """Commands on one host. Use as a context manager so the connection closes."""
+
+    def __init__(self, host: Host, connect_timeout: float = CONNECT_TIMEOUT):
+        self.host = host
+        if host.local:
+            self._runner = invoke.Context(invoke.Config(overrides={"runners": {"local": _QuietLocal}}))
+        else:
+            connect_kwargs = {"key_filename": host.key_file} if host.key_file else {}
+            config = fabric.Config(overrides={"runners": {"remote": _QuietRemote}})
+            self._runner = fabric.Connection(
+                host.address, port=host.port, user=host.user, connect_timeout=connect_timeout,
+                connect_kwargs=connect_kwargs, config=config,
+            )
+
+    def __enter__(self) -> HostSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if isinstance(self._runner, fabric.Connection):
+            self._runner.close()
+
+    # --- commands ---------------------------------------------------------
+
+    def run(self, argv: list[str], timeout: float = COMMAND_TIMEOUT, check: bool = True) -> Output:
+        """Run argv on the host and wait; raise HostError if check and it fails."""
+        return self.shell(shlex.join(argv), timeout=timeout, check=check, shown=argv[0])
+
+    def shell(self, script: str, timeout: float = COMMAND_TIMEOUT, check: bool = True, shown: str = "sh") -> Output:
+        """Run a script built by this module from quoted parts."""
+        try:
+            result = self._runner.run(script, hide=True, warn=True, timeout=timeout, in_stream=False)
+        except invoke.CommandTimedOut:
+            raise HostError(f"{self.host.name}: {shown} did not finish within {timeout:g} s") from None
+        except (OSError, socket.error, EOFError) as exc:
+            raise HostError(f"{self.host.name}: cannot reach {self.host.address}:{self.host.port}: {exc}") from None
+        except Exception as exc:  # paramiko's SSHException family and friends
+            if type(exc).__module__.startswith("paramiko"):
+                raise HostError(f"{self.host.name}: SSH to {self.host.address}:{self.host.port} failed: {exc}") from None
+            raise
+        output = Output(exited=result.exited, stdout=result.stdout, stderr=result.stderr)
+        if check and output.exited != 0:
+            detail = (output.stderr.strip() or output.stdout.strip()).splitlines()
+            raise HostError(f"{self.host.name}: {shown} exited {output.exited}: {detail[-1] if detail else 'no output'}")
+        return output
+
+    def put(self, local_path: Path, remote_path: str) -> None:
+        if self.host.local:
+            shutil.copyfile(local_path, remote_path)
+        else:
+            self._runner.put(str(local_path), remote=remote_path)
+
+    def get(self, remote_path: str, local_path: Path) -> None:
+        if self.host.local:
+            shutil.copyfile(remote_path, local_path)
+        else:
+            self._runner.get(remote_path, local=str(local_path))
+
+    def read_text(self, remote_path: str, tail_bytes: int | None = None) -> str:
+        argv = ["tail", "-c", str(tail_bytes), remote_path] if tail_bytes else ["cat", remote_path]
+        return self.run(argv, check=False).stdout
+
+    # --- background servers -------------------------------------------------
+
+    def start_background(self, argv: list[str], workdir: str, log: str, cpus: str | None = None) -> Background:
+        """Start argv detached in a new session; return at once with its pid.
+
+        setsid makes the server a session and group leader, so stop() can end it
+        with every child it forks (nginx's workers) by signalling the group.
+        """
+        command = (["taskset", "-c", cpus] if cpus else []) + argv
+        script = (
+            # Not `cd W && cmd &`: that backgrounds a subshell whose pid is not the
+            # server's and whose stdout keeps the runner's pipe open.
+            f"cd {shlex.quote(workdir)} || exit 1\n"
+            f"setsid nohup {shlex.join(command)} >{shlex.quote(log)} 2>&1 </dev/null & echo $!"
+        )
+        output = self.shell(script, timeout=30, shown=argv[0])
+        try:
+            return Background(pid=int(output.stdout.strip().splitlines()[-1]), log=log)
+        except (ValueError, IndexError):
+            raise HostError(f"{self.host.name}: could not start {argv[0]}: {output.stdout.strip()!r}") from None
+
+    def wait_listening(self, server: Background, port: int, timeout: float) -> None:
+        """Wait in one host-side loop until the port listens; fail fast if the server dies."""
+        script = f"""
+pid={server.pid}; port={port}; end=$(( $(date +%s) + {int(timeout) + 1} ))
+while :; do
+  {_ALIVE} || {{ echo exited; exit 3; }}
+  [ -n "$(ss -Hltn "sport = :$port")" ] && {{ echo ready; exit 0; }}
+  [ "$(date +%s)" -ge "$end" ] && {{ echo timeout; exit 4; }}
+  sleep 0.05
+done"""
+        result = self.shell(script, timeout=timeout + 15, check=False, shown="wait for port")
+        if result.exited == 0:
+            return
+        tail = self.read_text(server.log, tail_bytes=2000).strip().splitlines()
+        last = tail[-1] if tail else "no output"
+        if result.exited == 3:
+            raise TrialError(f"{self.host.name}: server exited before listening on port {port}: {last} (log {server.log})")
+        raise TrialError(f"{self.host.name}: server did not listen on port {port} within {timeout:g} s: {last}")
+
+    def is_alive(self, server: Background) -> bool:
+        return self.shell(f"pid={server.pid}; {_ALIVE}", timeout=30, check=False, shown="check server").exited == 0
+
+    def stop(self, server: Background, grace: float = 5.0) -> None:
+        """TERM the server's process group, then KILL whatever is left after `grace`."""
+        script = f"""
+pid={server.pid}
+kill -TERM -- -$pid 2>/dev/null
+i=0
+while [ -n "$(pgrep -s $pid)" ] && [ $i -lt {int(grace * 20)} ]; do sleep 0.05; i=$((i+1)); done
+if [ -n "$(pgrep -s $pid)" ]; then kill -KILL -- -$pid 2>/dev/null; sleep 0.2; fi
+[ -z "$(pgrep -s $pid)" ]"""
+        result = self.shell(script, timeout=grace + 30, check=False, shown="stop server")
+        if result.exited != 0:
+            raise HostError(f"{self.host.name}: processes of session {server.pid} survived SIGKILL")
+
+    def session_cpu_seconds(self, server: Background) -> float:
+        """CPU time of every thread in the server's session, from /proc schedstat (ns)."""
+        script = (
+            f"for p in $(pgrep -s {server.pid}); do cat /proc/$p/task/*/schedstat 2>/dev/null; done"
+            " | awk '{ns += $1} END {printf \"%d\\n\", ns}'"
+        )
+        return int(self.shell(script, timeout=30, shown="read CPU time").stdout.strip() or 0) / 1e9
+
+    def port_in_use(self, port: int) -> bool:
+        return bool(self.run(["ss", "-Hltn", f"sport = :{port}"], timeout=30).stdout.strip())
+
+
+# A process is alive when /proc has it and it is not a zombie awaiting its reaper.
+_ALIVE = '[ -r /proc/$pid/stat ] && [ "$(sed "s/.*) //" /proc/$pid/stat | cut -d" " -f1)" != Z ]'
