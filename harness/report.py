@@ -1,0 +1,93 @@
+"""Run results -> one self-contained HTML page.
+
+Jinja with autoescape on: claim text and host metadata come from files a user
+wrote or a host reported, so they are escaped; only the charts, which our own
+code drew, are inserted as markup. StrictUndefined turns a missing context key
+into an error instead of a silently empty cell.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, UndefinedError
+
+from harness.charts import VERDICT_COLOURS
+
+TEMPLATE = "report.html.j2"
+MISSING = "–"
+
+SUMMARY_COLUMNS = ("n", "runs", "mean", "median", "stdev", "min", "max")
+
+
+def render_report(context: dict, templates_dir: Path) -> str:
+    """Render report.html.j2 from `templates_dir` with `context` (see the template for the keys)."""
+    environment = Environment(
+        loader=FileSystemLoader(templates_dir),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    environment.filters["sig4"] = sig4
+    environment.filters["ratio"] = ratio
+    for key in ("summary", "variants"):  # read here, not in the template; fail the same way
+        if key not in context:
+            raise UndefinedError(f"{key!r} is undefined")
+    page_context = {
+        **context,
+        # The template should not need to know pandas.
+        "summary_rows": _summary_rows(context["summary"], context["variants"]),
+        "verdict_colours": VERDICT_COLOURS,
+    }
+    return environment.get_template(TEMPLATE).render(page_context)
+
+
+def sig4(value) -> str:
+    """4 significant figures without scientific notation for everyday magnitudes: 0.01235, 1.235, 12350."""
+    if _missing(value):
+        return MISSING
+    value = float(value)
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    if not -5 <= magnitude <= 6:
+        return f"{value:.4g}"
+    rounded = round(value, 3 - magnitude)
+    # Rounding can carry into the next power of ten (9.9996 -> 10.00); count digits again.
+    magnitude = math.floor(math.log10(abs(rounded)))
+    return f"{rounded:.{max(0, 3 - magnitude)}f}"
+
+
+def ratio(value) -> str:
+    """3 significant figures, trailing zeros kept: 2.13x, 2.00x, 0.501x, 150x."""
+    if _missing(value):
+        return MISSING
+    return f"{float(value):#.3g}".rstrip(".") + "x"
+
+
+def _missing(value) -> bool:
+    if value is None:
+        return True
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        raise TypeError(f"expected a number, got {value!r}") from None
+
+
+def _summary_rows(summary: pd.DataFrame, variants: list[dict]) -> list[dict]:
+    """One row per variant: measured ones in summary order, then any that have no values."""
+    descriptions = {variant["name"]: variant["description"] for variant in variants}
+    # to_dict keeps each column's type; iterrows would turn the counts into floats.
+    measured = summary.loc[:, list(SUMMARY_COLUMNS)].to_dict(orient="index")
+    rows = [{"variant": name, "description": descriptions.get(name, ""), **stats} for name, stats in measured.items()]
+    not_measured = {"n": 0, "runs": 0} | {column: None for column in SUMMARY_COLUMNS[2:]}
+    rows += [
+        {"variant": name, "description": description, **not_measured}
+        for name, description in descriptions.items()
+        if name not in measured
+    ]
+    return rows
