@@ -1,0 +1,469 @@
+"""Provision hosts with Ansible: snapshot, apply, restore.
+
+ansible-runner is used as a library. It never raises when a playbook fails, so
+every call goes through `_run`, which reads the run's status, stats and job
+events and turns each kind of fault into one HarnessError line:
+
+    unreachable host          -> HostError naming the host
+    failed task               -> ProvisionError naming host, task and the module's message
+    cancel() became true      -> Interrupted
+    anything else gone wrong  -> ProvisionError pointing at the run's stdout artifact
+
+Values come back through the job events: a playbook registers the output of a
+task with a known name (`sysctl -n KEY` in a loop, the setup module, `nginx
+-v`) and Python reads that task's `runner_on_ok` event. Nothing is parsed out
+of Ansible's human-readable output.
+
+Each playbook call gets a fresh private_data_dir under the run's log directory
+(`<log_dir>/01-snapshot/`, `02-provision/`, ...); its artifacts (stdout, job
+events, the extravars that were passed) stay there as raw evidence.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import ansible_runner
+from ansible_runner.exceptions import AnsibleRunnerException, ConfigurationError
+
+from harness import spec as spec_module
+from harness.errors import HostError, Interrupted, ProvisionError, SpecError
+from harness.inventory import Host, ansible_tool
+
+PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+WORK_ROOT = "/var/tmp/harness"
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Seconds before ansible-runner kills a playbook. Apply may install packages and
+# write gigabytes of random data; the others only read and write a few settings.
+TIMEOUTS = {"snapshot": 300, "provision": 3600, "restore": 600}
+
+# Settings for every playbook run, as environment rather than an ansible.cfg, so
+# that no ansible.cfg found elsewhere (cwd, ~, /etc/ansible) can change them.
+ANSIBLE_ENV = {
+    "ANSIBLE_RETRY_FILES_ENABLED": "False",
+    "ANSIBLE_NOCOLOR": "True",
+    "ANSIBLE_FORCE_COLOR": "False",
+    # Pipelining sends modules over the SSH session's stdin: fewer round trips,
+    # and no TTY is requested (the harness connects as root, so no sudo).
+    "ANSIBLE_PIPELINING": "True",
+    "ANSIBLE_TIMEOUT": "10",  # SSH connect timeout, seconds
+    # The lab hosts the harness creates (sshd in a network namespace) get fresh
+    # host keys every time they are built, so known_hosts would only ever hold
+    # stale keys. An inventory that wants checking sets
+    # `ansible_host_key_checking=true` on its hosts; a host variable wins over
+    # this environment setting.
+    "ANSIBLE_HOST_KEY_CHECKING": "False",
+    # The OS's own Python: it has the apt bindings (python3-apt) that the apt
+    # module needs, and interpreter discovery can pick a pyenv shim that is on
+    # PATH but broken (seen on this machine kind). `ansible_python_interpreter`
+    # in the inventory overrides it for hosts that need another one.
+    "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+    "ANSIBLE_LOCALHOST_WARNING": "False",
+    "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
+}
+
+# How to ask a tool its version. A tool is asked when the experiment uses it
+# (in provision.packages or as a command); gcc and python3 always.
+VERSION_COMMANDS = {
+    "nginx": ["nginx", "-v"],
+    "gcc": ["gcc", "--version"],
+    "clang": ["clang", "--version"],
+    "python3": ["python3", "--version"],
+    "wrk": ["wrk", "-v"],
+    "h2load": ["h2load", "--version"],
+    "iperf3": ["iperf3", "--version"],
+    "redis-server": ["redis-server", "--version"],
+}
+ALWAYS_REPORTED = ("gcc", "python3")
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What a host looked like before the run: facts and the sysctls the run will change."""
+
+    facts: dict[str, dict]  # host name -> {"hostname", "cpu_model", "cores", "memory_mib", "kernel", "os"}
+    sysctls_before: dict[str, dict[str, str]]  # host name -> {key: value as read by `sysctl -n`}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    workdir: str  # on every host: /var/tmp/harness/<run_id>
+    workload: str  # {workdir}/workload  (copy of the experiment's workload folder)
+    bin: str  # {workdir}/bin       (compiled builds)
+    data: str  # {workdir}/data      (data files)
+
+
+class Provisioner:
+    """Runs the playbooks on `host_names` (an Ansible --limit) of one inventory.
+
+    `log_dir` receives one subdirectory per playbook call. `cancel` is polled
+    while snapshot and apply run (the caller turns SIGINT/SIGTERM into it
+    returning True); restore ignores it, since a host must not stay changed.
+    """
+
+    def __init__(self, inventory_path: Path, host_names: list[str], log_dir: Path, cancel: Callable[[], bool]):
+        if not host_names:
+            raise ProvisionError("no hosts to provision: the experiment's roles map to no inventory hosts")
+        # A relative path would be taken by ansible-runner as inventory *text*.
+        self.inventory_path = Path(inventory_path).resolve()
+        self.host_names = list(dict.fromkeys(host_names))
+        self.log_dir = Path(log_dir)
+        self.cancel = cancel
+        self._started_workdir: str | None = None
+        self._last_private_dir: Path | None = None
+        self.last_seconds: float | None = None  # wall time of the last playbook call
+
+    @staticmethod
+    def workdir_for(run_id: str) -> str:
+        if not RUN_ID.match(run_id):
+            raise ProvisionError(f"run id {run_id!r} cannot name a directory: use letters, digits, '_', '.', '-'")
+        return f"{WORK_ROOT}/{run_id}"
+
+    @staticmethod
+    def workspace_for(run_id: str) -> Workspace:
+        workdir = Provisioner.workdir_for(run_id)
+        return Workspace(workdir=workdir, workload=f"{workdir}/workload", bin=f"{workdir}/bin", data=f"{workdir}/data")
+
+    # --- snapshot -------------------------------------------------------------
+
+    def snapshot(self, sysctl_keys: list[str]) -> HostState:
+        """Read facts and the current value of each sysctl the run will set."""
+        keys = list(dict.fromkeys(sysctl_keys))
+        events = self._run("snapshot", {"sysctl_keys": keys})
+        facts, before = {}, {}
+        for host in self.host_names:
+            gathered = _ok_result(events, host, "Gather facts")
+            if gathered is None:
+                raise ProvisionError(f"{host}: snapshot reported no facts; see {self._stdout_hint()}")
+            facts[host] = _host_facts(gathered.get("ansible_facts", {}))
+            values = {}
+            for item in _loop_results(events, host, "Read sysctls"):
+                key = item.get("item")
+                if item.get("rc") != 0:
+                    detail = _last_line(item.get("stderr", "")) or _last_line(item.get("msg", "")) or "no output"
+                    raise HostError(
+                        f"{host}: cannot read sysctl {key} ({detail}); this kernel may not have it: "
+                        f"remove it from provision.sysctls or use another host"
+                    )
+                values[key] = item.get("stdout", "")
+            missing = [key for key in keys if key not in values]
+            if missing:
+                raise ProvisionError(f"{host}: snapshot did not read sysctl {missing[0]}; see {self._stdout_hint()}")
+            before[host] = values
+        return HostState(facts=facts, sysctls_before=before)
+
+    # --- apply ------------------------------------------------------------------
+
+    def apply(self, spec: spec_module.ExperimentSpec, workload_dir: Path, hosts_by_role: dict[str, tuple[Host, ...]], parameters: dict,
+              run_id: str) -> tuple[Workspace, dict[str, dict[str, str]]]:
+        """Install packages, set sysctls, copy the workload, build, create data; return tool versions."""
+        workspace = self.workspace_for(run_id)
+        workload_dir = Path(workload_dir).resolve()
+        if not workload_dir.is_dir():
+            raise ProvisionError(f"workload folder {workload_dir} does not exist; check the experiment's workload:")
+        for role, hosts in hosts_by_role.items():
+            for host in hosts:
+                if host.name not in self.host_names:
+                    raise ProvisionError(
+                        f"host {host.name} of role {role} is not among the hosts being provisioned "
+                        f"({', '.join(self.host_names)})"
+                    )
+        provision = spec.provision
+        builds_by_host: dict[str, list] = {name: [] for name in self.host_names}
+        for build in provision.builds:
+            argv = ["gcc", *build.flags, "-o", f"{workspace.bin}/{build.name}",
+                    *(f"{workspace.workload}/{source}" for source in build.sources),
+                    *(f"-l{library}" for library in build.libraries)]
+            for host in hosts_by_role.get(build.role, ()):
+                builds_by_host[host.name].append({"name": build.name, "argv": argv})
+        data_by_host: dict[str, list] = {name: [] for name in self.host_names}
+        for data in provision.data:
+            try:
+                size = spec_module.parse_size(spec_module.fill(data.size, parameters))
+            except KeyError as exc:
+                raise SpecError(f"provision.data {data.name}: size {data.size!r} needs parameter {exc}") from None
+            except ValueError as exc:
+                raise SpecError(f"provision.data {data.name}: {exc}") from None
+            for host in hosts_by_role.get(data.role, ()):
+                data_by_host[host.name].append({"path": f"{workspace.data}/{data.name}", "size": size})
+        tools = _tools_used(spec)
+        extravars = {
+            "packages": list(provision.packages),
+            "sysctls": {key: str(value) for key, value in provision.sysctls.items()},
+            "workspace": {"workdir": workspace.workdir, "workload": workspace.workload,
+                          "bin": workspace.bin, "data": workspace.data},
+            "workload_source": str(workload_dir),
+            "builds_by_host": builds_by_host,
+            "data_by_host": data_by_host,
+            "version_commands": [{"tool": tool, "argv": VERSION_COMMANDS[tool]} for tool in tools]
+                                + [{"tool": "kernel", "argv": ["uname", "-r"]}],
+        }
+        # From here on the workdir may exist on some host: restore must remove it
+        # even if this call fails halfway.
+        self._started_workdir = workspace.workdir
+        events = self._run("provision", extravars)
+        versions = {}
+        for host in self.host_names:
+            found = {}
+            for item in _loop_results(events, host, "Read tool versions"):
+                version = _version_line(item)
+                if version:
+                    found[item["item"]["tool"]] = version
+            versions[host] = found
+        return workspace, versions
+
+    # --- restore ----------------------------------------------------------------
+
+    def restore(self, state: HostState, workspace_dir: str | None) -> None:
+        """Put every snapshotted sysctl back and remove the workdir; never cancelled.
+
+        With workspace_dir None, the workdir of the last apply() (if one was
+        started) is removed, so a caller whose apply failed early can still clean up.
+        """
+        workdir = workspace_dir or self._started_workdir
+        if workdir is not None:
+            path = PurePosixPath(workdir)
+            if str(path) != workdir or path.parent != PurePosixPath(WORK_ROOT) or path.name in ("", ".", ".."):
+                raise ProvisionError(f"refusing to remove {workdir!r}: the harness only removes {WORK_ROOT}/<run id>")
+        wanted = {host: dict(values) for host, values in state.sysctls_before.items() if host in self.host_names}
+        extravars = {"sysctls_by_host": wanted, "workdir": workdir or ""}
+
+        def left_changed(host: str) -> str:
+            left = [f"sysctls {', '.join(wanted[host])}"] if wanted.get(host) else []
+            left += [f"workdir {workdir}"] if workdir else []
+            return f"it may still have {' and '.join(left) or 'nothing'} changed"
+
+        try:
+            events = self._run("restore", extravars, cancellable=False,
+                               unreachable_note=lambda host: f"; restore did not run there, so {left_changed(host)}")
+        except ProvisionError as exc:
+            everywhere = "; ".join(f"{host}: {left_changed(host)}" for host in self.host_names)
+            raise ProvisionError(f"restore failed: {exc}; {everywhere}") from None
+        problems = []
+        for host in self.host_names:
+            set_errors = {}
+            for item in _loop_results(events, host, "Restore sysctls", failed_too=True):
+                if item.get("failed"):
+                    set_errors[item["item"]["item"]["key"]] = _detail(item)
+            after = {item["item"]["key"]: item for item in _loop_results(events, host, "Read sysctls after restoring")}
+            for key, value in wanted.get(host, {}).items():
+                read = after.get(key)
+                now = read.get("stdout") if read and read.get("rc") == 0 else None
+                if now is None or now.split() != value.split():
+                    why = set_errors.get(key) or (f"it reads {now!r}" if now is not None else "it cannot be read")
+                    problems.append(f"{host}: sysctl {key} left changed ({why}); "
+                                    f"set it by hand: sysctl -w {key}='{' '.join(value.split())}'")
+            removal = _failed_result(events, host, "Remove the workdir")
+            if removal is not None:
+                problems.append(f"{host}: workdir {workdir} not removed ({_detail(removal)}); remove it by hand")
+        if problems:
+            raise ProvisionError("restore incomplete: " + "; ".join(problems))
+
+    # --- running a playbook -------------------------------------------------------
+
+    def _run(self, name: str, extravars: dict, cancellable: bool = True,
+             unreachable_note: Callable[[str], str] = lambda host: "") -> list[dict]:
+        """Run playbooks/<name>.yml on the hosts; return its job events or raise."""
+        if cancellable and self.cancel():
+            raise Interrupted(f"interrupted before the {name} playbook ran")
+        private_dir = self._fresh_private_dir(name)
+        self._last_private_dir = private_dir
+        started = time.monotonic()
+        try:
+            result = ansible_runner.run(
+                private_data_dir=str(private_dir),
+                project_dir=str(PLAYBOOKS),
+                playbook=f"{name}.yml",
+                inventory=str(self.inventory_path),
+                limit=",".join(self.host_names),
+                extravars=extravars,
+                envvars=_environment(),
+                ident=name,
+                quiet=True,
+                timeout=TIMEOUTS[name],
+                # Poll cancel() at least twice a second, not every 5 s.
+                settings={"pexpect_timeout": 0.5},
+                # Restore gets a callback that never cancels: without any callback
+                # ansible-runner installs its own SIGINT/SIGTERM handlers, replacing the caller's.
+                cancel_callback=self.cancel if cancellable else _never,
+            )
+        except (AnsibleRunnerException, ConfigurationError) as exc:
+            raise ProvisionError(f"ansible-runner could not run {name}.yml: {exc}; see {private_dir}") from None
+        self.last_seconds = time.monotonic() - started
+        stdout_path = Path(result.config.artifact_dir) / "stdout"
+        if result.status == "canceled":
+            raise Interrupted(f"interrupted during the {name} playbook on {', '.join(self.host_names)}")
+        if result.status == "timeout":
+            raise ProvisionError(f"the {name} playbook did not finish within {TIMEOUTS[name]} s; see {stdout_path}")
+        events = list(result.events)
+        stats = result.stats or {}
+        for host in self.host_names:
+            if host in (stats.get("dark") or {}):
+                event = _event(events, "runner_on_unreachable", host)
+                why = _unreachable_reason(((event or {}).get("event_data") or {}).get("res") or {})
+                raise HostError(
+                    f"{host}: unreachable during {name}: {why}; check that it is up and that "
+                    f"{self.inventory_path.name} has its right address, port, user and key{unreachable_note(host)}"
+                )
+        failed_hosts = [host for host in self.host_names if host in (stats.get("failures") or {})]
+        if failed_hosts:
+            host = failed_hosts[0]
+            event = _event(events, "runner_on_failed", host)
+            more = f" (and {len(failed_hosts) - 1} more hosts failed)" if len(failed_hosts) > 1 else ""
+            if event is None:
+                raise ProvisionError(f"{host}: the {name} playbook failed{more}; see {stdout_path}")
+            data = event["event_data"]
+            res = data.get("res") or {}
+            failed_items = [item for item in res.get("results", []) if isinstance(item, dict) and item.get("failed")]
+            target = failed_items[0] if failed_items else res
+            label = f" for {_label(target)}" if failed_items else ""
+            raise ProvisionError(
+                f"{host}: task '{data.get('task')}'{label} failed: {_detail(target)}{more}; see {stdout_path}"
+            )
+        if result.status != "successful" or result.rc != 0 or not result.stats:
+            raise ProvisionError(f"the {name} playbook failed (rc {result.rc}): {_stdout_error(stdout_path)}; "
+                                 f"see {stdout_path}")
+        return events
+
+    def _fresh_private_dir(self, name: str) -> Path:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        taken = [int(p.name[:2]) for p in self.log_dir.iterdir() if re.match(r"^\d\d-", p.name)]
+        number = max(taken, default=0) + 1
+        while True:
+            path = self.log_dir / f"{number:02d}-{name}"
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                number += 1
+
+    def _stdout_hint(self) -> Path:
+        return (self._last_private_dir or self.log_dir) / "artifacts"
+
+
+# --- reading job events -------------------------------------------------------------
+
+
+def _never() -> bool:
+    return False
+
+
+def _environment() -> dict[str, str]:
+    # ansible-runner starts `ansible-playbook` by PATH (its `binary` option would
+    # drop the playbook argument): put the harness's own Ansible first.
+    tools = str(Path(ansible_tool("ansible-playbook")).parent)
+    return {**ANSIBLE_ENV, "PATH": os.pathsep.join([tools, os.environ.get("PATH", os.defpath)])}
+
+
+def _event(events: list[dict], kind: str, host: str) -> dict | None:
+    for event in events:
+        data = event.get("event_data", {})
+        if event.get("event") == kind and data.get("host") == host and not data.get("ignore_errors"):
+            return event
+    return None
+
+
+def _ok_result(events: list[dict], host: str, task: str) -> dict | None:
+    for event in events:
+        data = event.get("event_data", {})
+        if event.get("event") == "runner_on_ok" and data.get("host") == host and data.get("task") == task:
+            return data.get("res") or {}
+    return None
+
+
+def _failed_result(events: list[dict], host: str, task: str) -> dict | None:
+    for event in events:
+        data = event.get("event_data", {})
+        if event.get("event") == "runner_on_failed" and data.get("host") == host and data.get("task") == task:
+            return data.get("res") or {}
+    return None
+
+
+def _loop_results(events: list[dict], host: str, task: str, failed_too: bool = False) -> list[dict]:
+    """Per-item results of a loop task (empty if it was skipped or had no items)."""
+    res = _ok_result(events, host, task)
+    if res is None and failed_too:
+        res = _failed_result(events, host, task)
+    return [item for item in (res or {}).get("results", []) if isinstance(item, dict) and not item.get("skipped")]
+
+
+def _last_line(text) -> str:
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _detail(res: dict) -> str:
+    """The most telling line of a module result: a compiler's first error, else stderr's or msg's last line."""
+    stderr = [line.strip() for line in str(res.get("stderr") or "").splitlines() if line.strip()]
+    errors = [line for line in stderr if re.search(r"\berror\b", line, re.IGNORECASE)]
+    if errors:
+        return errors[0]
+    if stderr:
+        return stderr[-1]
+    return _last_line(res.get("msg")) or _last_line(res.get("stdout")) or "no message"
+
+
+def _unreachable_reason(res: dict) -> str:
+    # A loop task reports "All items completed"; the item that hit the host says why.
+    for item in res.get("results", []):
+        if isinstance(item, dict) and item.get("unreachable") and item.get("msg"):
+            res = item
+            break
+    return re.sub(r"^Task failed: ", "", _last_line(res.get("msg"))) or "no reason given"
+
+
+def _label(item: dict) -> str:
+    label = item.get("_ansible_item_label", item.get("item"))
+    if isinstance(label, dict):
+        label = label.get("name") or label.get("key") or label.get("path") or label
+    return str(label)
+
+
+def _stdout_error(stdout_path: Path) -> str:
+    try:
+        lines = stdout_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no output"
+    errors = [re.sub(r"^\[?ERROR\]?!?:?\s*", "", line.strip()) for line in lines if "ERROR" in line]
+    return errors[-1] if errors else (_last_line("\n".join(lines)) or "no output")
+
+
+def _host_facts(facts: dict) -> dict:
+    processor = [str(p) for p in facts.get("ansible_processor", []) if not str(p).isdigit()]
+    cores = facts.get("ansible_processor_vcpus") or facts.get("ansible_processor_nproc") or 0
+    distribution = " ".join(str(facts.get(k, "")) for k in ("ansible_distribution", "ansible_distribution_version"))
+    return {
+        "hostname": facts.get("ansible_nodename", ""),
+        # On x86 the list runs index, vendor, model for each CPU; the model comes last.
+        "cpu_model": processor[-1] if processor else "unknown",
+        "cores": int(cores),
+        "memory_mib": int(facts.get("ansible_memtotal_mb", 0)),
+        "kernel": facts.get("ansible_kernel", ""),
+        "os": distribution.strip(),
+    }
+
+
+def _tools_used(spec) -> list[str]:
+    words = set(spec.provision.packages)
+    for variant in spec.variants.values():
+        words.add(variant.server.command[0])
+        words.add(variant.load.command[0])
+    used = [tool for tool in VERSION_COMMANDS if tool in words or tool in ALWAYS_REPORTED]
+    return used
+
+
+def _version_line(item: dict) -> str:
+    """First line a version command printed (stdout or stderr), without a 'x version: ' prefix."""
+    line = ""
+    for stream in ("stdout", "stderr"):
+        lines = [part.strip() for part in str(item.get(stream) or "").splitlines() if part.strip()]
+        if lines:
+            line = lines[0]
+            break
+    return re.sub(r"^\S+ version: ", "", line)
