@@ -1,0 +1,127 @@
+"""Load-generator output -> measurements -> pyperf files and a pandas table.
+
+A parser turns one trial's raw output into transfer times. The first
+`warmup_values` of each trial are warm-ups: kept in the pyperf file as warm-ups,
+left out of the analysis.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyperf
+
+from harness.errors import TrialError
+from harness.execute import TrialOutput
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    seconds: tuple[float, ...]
+    bytes: tuple[int, ...]
+    client_cpu_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One trial's numbers: warm-ups split off, CPU costs attached."""
+
+    variant: str
+    repetition: int
+    values: tuple[float, ...]
+    warmups: tuple[float, ...]
+    bytes_moved: int
+    server_cpu_seconds: float
+    client_cpu_seconds: float | None
+    harness_cpu_seconds: float
+    wall_seconds: float
+    load_file: str
+
+    @property
+    def server_cpu_seconds_per_gib(self) -> float:
+        return self.server_cpu_seconds / (self.bytes_moved / GIB) if self.bytes_moved else float("nan")
+
+
+def parse_fetch_json(text: str, source: str) -> LoadResult:
+    """fetch's output: {"seconds", "bytes"} per transfer, then {"client_cpu_seconds"}."""
+    seconds, sizes, client_cpu = [], [], None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if "client_cpu_seconds" in record:
+                client_cpu = float(record["client_cpu_seconds"])
+            else:
+                seconds.append(float(record["seconds"]))
+                sizes.append(int(record["bytes"]))
+        except (ValueError, KeyError, TypeError):
+            raise TrialError(f"{source}:{number}: not a fetch_json line: {line[:80]!r}") from None
+    if not seconds:
+        raise TrialError(f"{source}: the load generator reported no transfers")
+    if any(value <= 0 for value in seconds):
+        raise TrialError(f"{source}: a transfer time is not positive")
+    return LoadResult(tuple(seconds), tuple(sizes), client_cpu)
+
+
+PARSERS = {"fetch_json": parse_fetch_json}
+
+
+def measure(output: TrialOutput, parser: str, warmup_values: int) -> Measurement:
+    result = PARSERS[parser](output.load_stdout, f"raw/{output.load_file}")
+    if len(result.seconds) <= warmup_values:
+        raise TrialError(
+            f"raw/{output.load_file}: {len(result.seconds)} values but warmup_values is {warmup_values}: "
+            "no measured value is left"
+        )
+    return Measurement(
+        variant=output.trial.variant, repetition=output.trial.repetition,
+        values=result.seconds[warmup_values:], warmups=result.seconds[:warmup_values],
+        bytes_moved=sum(result.bytes), server_cpu_seconds=output.server_cpu_seconds,
+        client_cpu_seconds=result.client_cpu_seconds, harness_cpu_seconds=output.harness_cpu_seconds,
+        wall_seconds=output.wall_seconds, load_file=output.load_file,
+    )
+
+
+def values_frame(measurements: list[Measurement]) -> pd.DataFrame:
+    """Columns variant, run, value: measured values only (no warm-ups)."""
+    rows = [
+        {"variant": m.variant, "run": m.repetition, "value": value}
+        for m in measurements for value in m.values
+    ]
+    return pd.DataFrame(rows, columns=["variant", "run", "value"])
+
+
+def costs_frame(measurements: list[Measurement]) -> pd.DataFrame:
+    """Per trial CPU costs: the server's CPU per GiB is where sendfile saves work."""
+    rows = [
+        {"variant": m.variant, "run": m.repetition, "server_cpu_seconds": m.server_cpu_seconds,
+         "server_cpu_s_per_gib": m.server_cpu_seconds_per_gib, "client_cpu_seconds": m.client_cpu_seconds,
+         "harness_cpu_seconds": m.harness_cpu_seconds, "wall_seconds": m.wall_seconds}
+        for m in measurements
+    ]
+    return pd.DataFrame(rows, columns=["variant", "run", "server_cpu_seconds", "server_cpu_s_per_gib",
+                                       "client_cpu_seconds", "harness_cpu_seconds", "wall_seconds"])
+
+
+def write_pyperf(measurements: list[Measurement], variant: str, benchmark_name: str, path: Path) -> None:
+    """One pyperf.Run per repetition; every variant's file uses the same benchmark name,
+    so `python -m pyperf compare_to baseline.json treatment.json` pairs them."""
+    runs = []
+    for m in sorted((m for m in measurements if m.variant == variant), key=lambda m: m.repetition):
+        metadata = {
+            "name": benchmark_name, "unit": "second", "loops": 1,
+            "variant": variant, "repetition": m.repetition,
+            "server_cpu_seconds": m.server_cpu_seconds, "bytes_moved": m.bytes_moved,
+        }
+        if m.client_cpu_seconds is not None:
+            metadata["client_cpu_seconds"] = m.client_cpu_seconds
+        runs.append(pyperf.Run(list(m.values), warmups=[(1, w) for w in m.warmups],
+                               metadata=metadata, collect_metadata=False))
+    if runs:
+        pyperf.Benchmark(runs).dump(str(path), replace=True)

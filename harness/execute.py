@@ -1,0 +1,180 @@
+"""One trial: start the variant's server, wait until it listens, run the load
+generator once, and always stop both (in `finally`, with signals held off).
+
+The trial records the server's CPU time over the load (from /proc, read before
+and after, never during) and this process's own CPU time over the same window,
+so a report shows whether the harness stayed off the CPU while it measured.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from harness.errors import HarnessError, TrialError
+from harness.interrupt import StopSignals
+from harness.inventory import Host
+from harness.plan import Trial
+from harness.provision import Workspace
+from harness.remote import Background, HostSession
+from harness.spec import ExperimentSpec, Variant, fill
+
+TIMEOUT_EXIT = 124  # coreutils timeout's status when the time ran out
+
+
+@dataclass(frozen=True)
+class TrialSetting:
+    """What every trial of a run shares."""
+
+    spec: ExperimentSpec
+    hosts_by_role: dict[str, tuple[Host, ...]]
+    sessions: dict[str, HostSession]  # by host name
+    workspace: Workspace
+    parameters: dict
+    workload_dir: Path  # the workload folder on this machine (config templates)
+    raw_dir: Path  # where raw outputs are kept on this machine
+
+
+@dataclass(frozen=True)
+class TrialOutput:
+    trial: Trial
+    load_stdout: str
+    load_file: str  # raw copy, relative to the run directory's raw/ folder
+    server_log_file: str
+    server_cpu_seconds: float
+    harness_cpu_seconds: float
+    wall_seconds: float
+
+
+def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> TrialOutput:
+    variant = setting.spec.variants[trial.variant]
+    server_host = setting.hosts_by_role[variant.server.role][0]
+    client_host = setting.hosts_by_role[variant.load.role][0]
+    server_session = setting.sessions[server_host.name]
+    client_session = setting.sessions[client_host.name]
+    stem = f"{trial.index:03d}-{trial.variant}"
+    values = _placeholder_values(setting, variant, server_host)
+    if variant.server.config:
+        _install_config(setting, variant, values, server_session, stem)
+    server_argv = [fill(word, values) for word in variant.server.command]
+    load_argv = [fill(word, values) for word in variant.load.command]
+    server_log = f"{setting.workspace.workdir}/{stem}-server.log"
+    load_pidfile = f"{setting.workspace.workdir}/{stem}-load.pid"
+
+    server: Background | None = None
+    load_done = False
+    try:
+        server = server_session.start_background(server_argv, setting.workspace.workdir, server_log, variant.server.cpus)
+        server_session.wait_listening(server, variant.server.port, variant.server.ready_timeout)
+        cpu_before = server_session.session_cpu_seconds(server)
+        harness_before = _own_cpu_seconds()
+        started = time.monotonic()
+        result = client_session.shell(
+            _load_script(load_argv, load_pidfile, variant.load.cpus, variant.load.timeout),
+            timeout=variant.load.timeout + 30, check=False, shown=load_argv[0],
+        )
+        wall = time.monotonic() - started
+        harness_cpu = _own_cpu_seconds() - harness_before
+        load_done = True
+        (setting.raw_dir / f"{stem}-load.out").write_text(result.stdout)
+        (setting.raw_dir / f"{stem}-load.err").write_text(result.stderr)
+        if not server_session.is_alive(server):
+            raise TrialError(
+                f"{server_host.name}: the {trial.variant} server exited during trial {trial.index}: "
+                f"{_last_line(server_session.read_text(server_log, tail_bytes=2000))} (log raw/{stem}-server.log)"
+            )
+        if result.exited == TIMEOUT_EXIT:
+            raise TrialError(f"{client_host.name}: {load_argv[0]} did not finish within {variant.load.timeout:g} s "
+                             f"(variants.{trial.variant}.load.timeout)")
+        if result.exited != 0:
+            raise TrialError(f"{client_host.name}: {load_argv[0]} exited {result.exited} in trial {trial.index} "
+                             f"({trial.variant}): {_last_line(result.stderr or result.stdout)}")
+        cpu_after = server_session.session_cpu_seconds(server)
+        output = TrialOutput(
+            trial=trial, load_stdout=result.stdout, load_file=f"{stem}-load.out",
+            server_log_file=f"{stem}-server.log", server_cpu_seconds=cpu_after - cpu_before,
+            harness_cpu_seconds=harness_cpu, wall_seconds=wall,
+        )
+    except BaseException:
+        with signals.deferred():  # the trial's own error is the one to report
+            _clean_up(server_session, client_session, server, server_log, load_pidfile, load_done, setting.raw_dir, stem)
+        raise
+    with signals.deferred():
+        problems = _clean_up(server_session, client_session, server, server_log, load_pidfile, load_done,
+                             setting.raw_dir, stem)
+    if problems:
+        raise TrialError("; ".join(problems))
+    return output
+
+
+def _clean_up(server_session, client_session, server, server_log, load_pidfile, load_done, raw_dir, stem) -> list[str]:
+    """Stop whatever of the trial still runs and keep the server's log; return what went wrong."""
+    problems = []
+    if not load_done:
+        # Interrupted mid-load: `timeout` leads the load's process group.
+        script = (f"[ -s {shlex.quote(load_pidfile)} ] && pid=$(cat {shlex.quote(load_pidfile)}) && "
+                  "{ kill -TERM -- -$pid 2>/dev/null; sleep 0.5; kill -KILL -- -$pid 2>/dev/null; }; true")
+        try:
+            client_session.shell(script, timeout=30, check=False, shown="stop load")
+        except HarnessError as exc:
+            problems.append(str(exc))
+    if server is not None:
+        try:
+            server_session.stop(server)
+        except HarnessError as exc:
+            problems.append(str(exc))
+        try:
+            (raw_dir / f"{stem}-server.log").write_text(server_session.read_text(server_log))
+        except (HarnessError, OSError):
+            pass
+    return problems
+
+
+def _placeholder_values(setting: TrialSetting, variant: Variant, server_host: Host) -> dict:
+    workspace = setting.workspace
+    values = dict(setting.parameters)
+    values.update(
+        workdir=workspace.workdir, workload=workspace.workload, bin=workspace.bin, data=workspace.data,
+        port=variant.server.port, server_address=server_host.service_address,
+        config=f"{workspace.workdir}/{variant.server.port}.conf",
+    )
+    return values
+
+
+def _install_config(setting, variant, values, session: HostSession, stem: str) -> None:
+    """Render the variant's Jinja config template and copy it to the server host."""
+    config = variant.server.config
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(setting.workload_dir), undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True, autoescape=False,  # nginx configs, not HTML
+    )
+    template_vars = dict(values)
+    template_vars.update({key: fill(v, values) if isinstance(v, str) else v for key, v in config.vars.items()})
+    try:
+        text = environment.get_template(config.template).render(template_vars)
+    except jinja2.TemplateError as exc:
+        raise TrialError(f"{setting.workload_dir / config.template}: cannot render: {exc}") from None
+    local = setting.raw_dir / f"{stem}-{Path(config.template).stem}"
+    local.write_text(text)
+    session.put(local, values["config"])
+
+
+def _load_script(argv: list[str], pidfile: str, cpus: str | None, timeout: float) -> str:
+    # exec keeps the pid: the file names `timeout`, which leads the load's process group.
+    command = ["timeout", "--kill-after=5", f"{timeout:g}"] + (["taskset", "-c", cpus] if cpus else []) + argv
+    return f"echo $$ >{shlex.quote(pidfile)}\nexec {shlex.join(command)}"
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "no output"

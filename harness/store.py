@@ -1,0 +1,79 @@
+"""The on-disk layout of a run; the only module that knows it.
+
+    <out>/<claim>-<UTC time>-<random>/
+        index.html        the report
+        verdicts.json     one object per compared pair
+        manifest.json     what ran, where, with which versions; the harness's own costs
+        measurements.csv  every measured value; costs.csv per-trial CPU costs
+        pyperf/<variant>.json
+        raw/              load-generator output, server logs, rendered configs
+        ansible/          ansible-runner artifacts of each playbook call
+
+Files are written to a temporary name and renamed, so a reader never sees half
+a file and an interrupted run leaves whole files behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunDirectory:
+    path: Path
+
+    @classmethod
+    def create(cls, out_dir: Path, claim_id: str) -> RunDirectory:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = Path(out_dir) / f"{claim_id}-{stamp}-{secrets.token_hex(2)}"
+        try:
+            path.mkdir(parents=True)
+            for sub in ("raw", "pyperf", "ansible"):
+                (path / sub).mkdir()
+        except OSError as exc:
+            raise HarnessError(f"{out_dir}: cannot create the run directory: {exc.strerror} (pick another --out)") from None
+        return cls(path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def raw(self) -> Path:
+        return self.path / "raw"
+
+    @property
+    def ansible(self) -> Path:
+        return self.path / "ansible"
+
+    def pyperf_file(self, variant: str) -> Path:
+        return self.path / "pyperf" / f"{variant}.json"
+
+    def write_text(self, name: str, text: str) -> Path:
+        target = self.path / name
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+        return target
+
+    def write_json(self, name: str, data) -> Path:
+        return self.write_text(name, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+    def files(self) -> list[str]:
+        """Every file of the run, relative to its directory, for the report's links."""
+        return sorted(
+            str(p.relative_to(self.path)) for p in self.path.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and "ansible" not in p.relative_to(self.path).parts[:1]
+        )
