@@ -67,16 +67,8 @@ def run(experiment: str, inventory_path: str, out_dir: str, quick: bool) -> None
 @click.argument("experiments", nargs=-1, required=True)
 def validate(experiments: tuple[str, ...]) -> None:
     """Check experiment files against the schema; one line per file."""
-    failed = False
-    for path in experiments:
-        try:
-            spec = spec_module.load(path)
-        except HarnessError as error:
-            click.echo(f"error: {error}", err=True)
-            failed = True
-            continue
+    for path, spec in _each_loaded(experiments):
         click.echo(f"{path}: ok ({spec.claim.id}, {len(spec.variants)} variants, {len(spec.pairs)} pairs)")
-    sys.exit(1 if failed else 0)
 
 
 @main.command(name="list")
@@ -87,15 +79,22 @@ def list_experiments(directory: str) -> None:
     files = sorted(Path(directory).glob("*.yaml"))
     if not files:
         _fail(HarnessError(f"{directory}: no experiment files (*.yaml)"))
+    for path, spec in _each_loaded(files):
+        click.echo(f"{spec.claim.id:<12} {spec.claim.claimed_ratio:>6g}x  {_shown(path)}  {spec.claim.statement}")
+
+
+def _each_loaded(paths):
+    """Yield (path, spec) for each file that loads; print one error line for each that
+    does not, and exit 1 at the end if any failed."""
     failed = False
-    for path in files:
+    for path in paths:
         try:
             spec = spec_module.load(path)
         except HarnessError as error:
             click.echo(f"error: {error}", err=True)
             failed = True
             continue
-        click.echo(f"{spec.claim.id:<12} {spec.claim.claimed_ratio:>6g}x  {_shown(path)}  {spec.claim.statement}")
+        yield path, spec
     sys.exit(1 if failed else 0)
 
 

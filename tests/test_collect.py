@@ -1,0 +1,68 @@
+"""Load-generator output -> measurements -> pyperf files."""
+
+import pyperf
+import pytest
+
+from harness.collect import GIB, measure, parse_fetch_json, values_frame, write_pyperf
+from harness.errors import TrialError
+from harness.execute import TrialOutput
+from harness.plan import Trial
+
+FETCH_OUTPUT = """{"seconds": 0.500000000, "bytes": 1073741824}
+{"seconds": 0.250000000, "bytes": 1073741824}
+{"seconds": 0.260000000, "bytes": 1073741824}
+{"client_cpu_seconds": 0.120000}
+"""
+
+
+def output(text=FETCH_OUTPUT, variant="sendfile_on", repetition=0, server_cpu=1.5):
+    return TrialOutput(trial=Trial(repetition, variant, repetition), load_stdout=text, load_file="000-x-load.out",
+                       server_log_file="000-x-server.log", server_cpu_seconds=server_cpu,
+                       harness_cpu_seconds=0.01, wall_seconds=1.1)
+
+
+def test_fetch_json_values_and_client_cpu():
+    result = parse_fetch_json(FETCH_OUTPUT, "raw/x")
+    assert result.seconds == (0.5, 0.25, 0.26)
+    assert result.bytes == (GIB, GIB, GIB)
+    assert result.client_cpu_seconds == 0.12
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "reported no transfers"),
+    ('{"seconds": 0.5, "bytes": 1}\nnot json\n', "raw/x:2: not a fetch_json line"),
+    ('{"seconds": 0, "bytes": 1}\n', "not positive"),
+])
+def test_fetch_json_rejects(text, message):
+    with pytest.raises(TrialError, match=message):
+        parse_fetch_json(text, "raw/x")
+
+
+def test_measure_splits_warmups_and_costs_per_gib():
+    measurement = measure(output(), "fetch_json", warmup_values=1)
+    assert measurement.warmups == (0.5,)
+    assert measurement.values == (0.25, 0.26)
+    assert measurement.bytes_moved == 3 * GIB
+    assert measurement.server_cpu_seconds_per_gib == pytest.approx(0.5)
+
+
+def test_measure_needs_a_value_after_the_warmups():
+    with pytest.raises(TrialError, match="no measured value is left"):
+        measure(output(), "fetch_json", warmup_values=3)
+
+
+def test_pyperf_file_has_one_run_per_repetition(tmp_path):
+    measurements = [measure(output(repetition=r), "fetch_json", 1) for r in range(3)]
+    measurements.append(measure(output(variant="other"), "fetch_json", 1))
+    path = tmp_path / "sendfile_on.json"
+    write_pyperf(measurements, "sendfile_on", "sendfile", path)
+    benchmark = pyperf.Benchmark.load(str(path))
+    assert benchmark.get_name() == "sendfile"
+    assert benchmark.get_nrun() == 3
+    assert benchmark.get_values() == (0.25, 0.26) * 3
+    run = benchmark.get_runs()[0]
+    assert run.warmups == ((1, 0.5),)
+    assert run.get_metadata()["server_cpu_seconds"] == 1.5
+    frame = values_frame(measurements)
+    assert list(frame.columns) == ["variant", "run", "value"]
+    assert len(frame) == 8 and set(frame["variant"]) == {"sendfile_on", "other"}
