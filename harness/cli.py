@@ -83,6 +83,85 @@ def list_experiments(directory: str) -> None:
         click.echo(f"{spec.claim.id:<12} {spec.claim.claimed_ratio:>6g}x  {_shown(path)}  {spec.claim.statement}")
 
 
+# --- harness lab: hosts in network namespaces on this machine ------------------------
+
+LAB_BASE_DIR = "/var/tmp/harness-lab"
+_lab_name = click.option("--name", default="lab", show_default=True,
+                         help="Lab name (1-10 lowercase letters and digits); prefixes its namespaces and links.")
+_lab_base_dir = click.option("--base-dir", default=LAB_BASE_DIR, show_default=True,
+                             help="Folder that holds each lab's keys, inventory and state.")
+
+
+@main.group(name="lab")
+def lab_group() -> None:
+    """Lab hosts on this machine: network namespaces on a bridge, each with its own sshd."""
+
+
+@lab_group.command(name="up")
+@click.option("--hosts", default=3, show_default=True, type=click.IntRange(1, 50), help="Number of hosts.")
+@_lab_name
+@click.option("--queues", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Receive and transmit queues of each host's eth0.")
+@_lab_base_dir
+def lab_up_command(hosts: int, name: str, queues: int, base_dir: str) -> None:
+    """Create the lab (or keep it if healthy); print the inventory path last."""
+    from harness import lab as lab_module
+
+    try:
+        created = lab_module.lab_up(name=name, hosts=hosts, queues=queues, base_dir=Path(base_dir))
+    except HarnessError as error:
+        _fail(error)
+    click.echo(f"lab {created.name}: {len(created.hosts)} hosts on {created.subnet} "
+               f"(bridge {created.bridge} {created.bridge_address}), {created.queues} queues per eth0")
+    for host in created.hosts:
+        click.echo(f"  {host.name:<14} {host.address:<15} [{host.group}]  sshd pid {host.sshd_pid}")
+    click.echo(str(created.inventory))
+
+
+@lab_group.command(name="status")
+@_lab_name
+@_lab_base_dir
+def lab_status_command(name: str, base_dir: str) -> None:
+    """Show the lab's hosts, links, queues and sshd processes; exit 1 unless it is healthy."""
+    from harness import lab as lab_module
+    from harness.errors import LabError
+
+    try:
+        status = lab_module.lab_status(name=name, base_dir=Path(base_dir))
+    except HarnessError as error:
+        _fail(error)
+    if not status.exists:
+        _fail(LabError(f"lab {name}: not up (nothing in {status.directory}): run `harness lab up --name {name}`"))
+    health = "healthy" if status.healthy else f"broken ({len(status.problems)} problems)"
+    click.echo(f"lab {name}: {health}, {len(status.hosts)} hosts on {status.subnet or 'unknown subnet'}, "
+               f"bridge {status.bridge.name + ' ' + status.bridge.state if status.bridge else 'missing'}")
+    for host in status.hosts:
+        links = "  ".join(f"{link.name}{'@' + link.namespace if link.namespace else ''} {link.state}"
+                          f"{f' rx {link.rx_queues} tx {link.tx_queues}' if link.rx_queues else ''}"
+                          for link in host.links)
+        sshd = f"sshd {host.sshd_pid} {'running' if host.sshd_alive else 'not running'}"
+        click.echo(f"  {host.name:<14} {host.address or '-':<15} {sshd}  {links}")
+    for problem in status.problems:
+        click.echo(f"  problem: {problem}")
+    if not status.healthy:
+        _fail(LabError(f"lab {name}: broken: run `harness lab up --name {name}` to rebuild it "
+                       f"or `harness lab down --name {name}`"))
+
+
+@lab_group.command(name="down")
+@_lab_name
+@_lab_base_dir
+def lab_down_command(name: str, base_dir: str) -> None:
+    """Remove the lab: its sshd processes, namespaces, links and files."""
+    from harness import lab as lab_module
+
+    try:
+        lab_module.lab_down(name=name, base_dir=Path(base_dir))
+    except HarnessError as error:
+        _fail(error)
+    click.echo(f"lab {name}: down")
+
+
 def _each_loaded(paths):
     """Yield (path, spec) for each file that loads; print one error line for each that
     does not, and exit 1 at the end if any failed."""

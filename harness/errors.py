@@ -31,3 +31,7 @@ class TrialError(HarnessError):
 
 class Interrupted(HarnessError):
     """SIGINT or SIGTERM arrived; the run stops, restores hosts and keeps its results."""
+
+
+class LabError(HarnessError):
+    """A lab of network-namespace hosts that could not be created, checked or removed."""

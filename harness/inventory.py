@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,9 @@ class Host:
     user: str
     local: bool  # ansible_connection=local: commands run here, not over SSH
     key_file: str | None = None
+    # From `-o UserKnownHostsFile=PATH` in ansible_ssh_common_args: when set, SSH
+    # trusts only the keys in this file and rejects any other host key.
+    known_hosts: str | None = None
 
     @property
     def service_address(self) -> str:
@@ -103,7 +107,31 @@ def _host(path: Path, name: str, variables: dict) -> Host:
         user=str(variables.get("ansible_user", "root")),
         local=local,
         key_file=variables.get("ansible_ssh_private_key_file"),
+        known_hosts=_known_hosts_file(path, name, variables.get("ansible_ssh_common_args")),
     )
+
+
+def _known_hosts_file(path: Path, name: str, common_args) -> str | None:
+    """The first file of `-o UserKnownHostsFile=...` in ansible_ssh_common_args, if any."""
+    if not common_args:
+        return None
+    try:
+        words = shlex.split(str(common_args))
+    except ValueError as exc:
+        raise InventoryError(f"{path}: host {name}: ansible_ssh_common_args cannot be parsed: {exc}") from None
+    options = []
+    for index, word in enumerate(words):
+        if word == "-o" and index + 1 < len(words):
+            options.append(words[index + 1])
+        elif word.startswith("-o") and len(word) > 2:
+            options.append(word[2:])
+    for option in options:
+        key, separator, value = option.partition("=")
+        if not separator:  # ssh also takes `-o "Option value"`
+            key, _, value = option.partition(" ")
+        if key.strip().lower() == "userknownhostsfile" and value.split():
+            return os.path.expanduser(value.split()[0])
+    return None
 
 
 def _last_error_line(stderr: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import fabric
 import invoke
+import paramiko
 from fabric.runners import Remote
 from invoke.runners import Local
 
@@ -65,6 +66,15 @@ class HostSession:
                 host.address, port=host.port, user=host.user, connect_timeout=connect_timeout,
                 connect_kwargs=connect_kwargs, config=config,
             )
+            if host.known_hosts:
+                # Fabric accepts any host key by default; with a known_hosts file the
+                # host must present a key listed there, or the connection fails.
+                try:
+                    self._runner.client.load_system_host_keys(host.known_hosts)
+                except OSError as exc:
+                    raise HostError(
+                        f"{host.name}: cannot read known_hosts file {host.known_hosts}: {exc.strerror}") from None
+                self._runner.client.set_missing_host_key_policy(paramiko.RejectPolicy())
 
     def __enter__(self) -> HostSession:
         return self
