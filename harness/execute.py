@@ -129,9 +129,9 @@ def _clean_up(server_session, client_session, server, server_log, load_pidfile, 
         except HarnessError as exc:
             problems.append(str(exc))
         try:
-            (raw_dir / f"{stem}-server.log").write_text(server_session.read_text(server_log))
-        except (HarnessError, OSError):
-            pass
+            server_session.get(server_log, raw_dir / f"{stem}-server.log")
+        except (HarnessError, OSError) as exc:
+            problems.append(f"could not fetch {server_log}: {exc}")
     return problems
 
 

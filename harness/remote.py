@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from harness.inventory import Host
 
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 120.0
+LOST_HOST_SECONDS = 15.0  # unacknowledged data this long means the host is gone
 
 
 class _QuietLocal(Local):
@@ -94,17 +96,12 @@ class HostSession:
 
     def shell(self, script: str, timeout: float = COMMAND_TIMEOUT, check: bool = True, shown: str = "sh") -> Output:
         """Run a script built by this module from quoted parts."""
-        try:
+        with self._reaching(shown, timeout):
+            self._open()
             result = self._runner.run(script, hide=True, warn=True, timeout=timeout, in_stream=False)
-        except invoke.CommandTimedOut:
-            raise HostError(f"{self.host.name}: {shown} did not finish within {timeout:g} s") from None
-        except (OSError, socket.error, EOFError) as exc:
-            raise HostError(f"{self.host.name}: cannot reach {self.host.address}:{self.host.port}: {exc}") from None
-        except Exception as exc:  # paramiko's SSHException family and friends
-            if type(exc).__module__.startswith("paramiko"):
-                raise HostError(f"{self.host.name}: SSH to {self.host.address}:{self.host.port} failed: {exc}") from None
-            raise
         output = Output(exited=result.exited, stdout=result.stdout, stderr=result.stderr)
+        if output.exited < 0:  # the SSH channel closed without an exit status: the host went away
+            raise HostError(f"{self.host.name}: lost the SSH connection to {self.host.address} during {shown}")
         if check and output.exited != 0:
             detail = (output.stderr.strip() or output.stdout.strip()).splitlines()
             raise HostError(f"{self.host.name}: {shown} exited {output.exited}: {detail[-1] if detail else 'no output'}")
@@ -113,14 +110,45 @@ class HostSession:
     def put(self, local_path: Path, remote_path: str) -> None:
         if self.host.local:
             shutil.copyfile(local_path, remote_path)
-        else:
+            return
+        with self._reaching(f"copy to {remote_path}", COMMAND_TIMEOUT):
+            self._open()
             self._runner.put(str(local_path), remote=remote_path)
 
     def get(self, remote_path: str, local_path: Path) -> None:
         if self.host.local:
             shutil.copyfile(remote_path, local_path)
-        else:
+            return
+        with self._reaching(f"copy from {remote_path}", COMMAND_TIMEOUT):
+            self._open()
             self._runner.get(remote_path, local=str(local_path))
+
+    @contextmanager
+    def _reaching(self, shown: str, timeout: float):
+        """Turn every way a host can fail to answer into one HostError naming it."""
+        try:
+            yield
+        except invoke.CommandTimedOut:
+            raise HostError(f"{self.host.name}: {shown} did not finish within {timeout:g} s") from None
+        except (OSError, EOFError) as exc:
+            raise HostError(f"{self.host.name}: cannot reach {self.host.address}:{self.host.port}: {exc}") from None
+        except Exception as exc:  # paramiko's SSHException family and friends
+            if type(exc).__module__.startswith("paramiko"):
+                raise HostError(f"{self.host.name}: SSH to {self.host.address}:{self.host.port} failed: {exc}") from None
+            raise
+
+    def _open(self) -> None:
+        """Connect once, with TCP timeouts so a host that vanishes mid-command
+        (link cut, machine gone) fails within seconds instead of TCP's minutes."""
+        if self.host.local or self._runner.is_connected:
+            return
+        self._runner.open()
+        sock = self._runner.transport.sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 2)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(LOST_HOST_SECONDS * 1000))
 
     def read_text(self, remote_path: str, tail_bytes: int | None = None) -> str:
         argv = ["tail", "-c", str(tail_bytes), remote_path] if tail_bytes else ["cat", remote_path]
@@ -171,13 +199,15 @@ done"""
 
     def stop(self, server: Background, grace: float = 5.0) -> None:
         """TERM the server's process group, then KILL whatever is left after `grace`."""
+        # Zombies do not count: they have ended, and their reaper (pid 1 here) may be slow.
         script = f"""
 pid={server.pid}
+running() {{ ps -o stat= -s $pid 2>/dev/null | grep -qv '^Z'; }}
 kill -TERM -- -$pid 2>/dev/null
 i=0
-while [ -n "$(pgrep -s $pid)" ] && [ $i -lt {int(grace * 20)} ]; do sleep 0.05; i=$((i+1)); done
-if [ -n "$(pgrep -s $pid)" ]; then kill -KILL -- -$pid 2>/dev/null; sleep 0.2; fi
-[ -z "$(pgrep -s $pid)" ]"""
+while running && [ $i -lt {int(grace * 20)} ]; do sleep 0.05; i=$((i+1)); done
+if running; then kill -KILL -- -$pid 2>/dev/null; sleep 0.2; fi
+! running"""
         result = self.shell(script, timeout=grace + 30, check=False, shown="stop server")
         if result.exited != 0:
             raise HostError(f"{self.host.name}: processes of session {server.pid} survived SIGKILL")

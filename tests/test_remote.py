@@ -20,7 +20,9 @@ def session():
 
 
 def in_session(pid):
-    return subprocess.run(["pgrep", "-s", str(pid)], capture_output=True, text=True).stdout.split()
+    """Live processes of the session; zombies have ended and only wait for pid 1 to reap them."""
+    listing = subprocess.run(["ps", "-o", "pid=,stat=", "-s", str(pid)], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in listing.splitlines() if not line.split()[1].startswith("Z")]
 
 
 def test_background_server_is_found_ready_and_stopped_with_its_children(session, tmp_path):
