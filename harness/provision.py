@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,6 +278,8 @@ class Provisioner:
         private_dir = self._fresh_private_dir(name)
         self._last_private_dir = private_dir
         started = time.monotonic()
+        # A short path: a ControlPath socket name must fit in 108 bytes.
+        control_dir = tempfile.mkdtemp(prefix="harness-ssh-")
         try:
             result = ansible_runner.run(
                 private_data_dir=str(private_dir),
@@ -283,7 +288,7 @@ class Provisioner:
                 inventory=str(self.inventory_path),
                 limit=",".join(self.host_names),
                 extravars=extravars,
-                envvars=_environment(),
+                envvars=_environment(control_dir),
                 ident=name,
                 quiet=True,
                 timeout=TIMEOUTS[name],
@@ -295,6 +300,8 @@ class Provisioner:
             )
         except (AnsibleRunnerException, ConfigurationError) as exc:
             raise ProvisionError(f"ansible-runner could not run {name}.yml: {exc}; see {private_dir}") from None
+        finally:
+            _close_ssh_masters(control_dir)
         self.last_seconds = time.monotonic() - started
         stdout_path = Path(result.config.artifact_dir) / "stdout"
         if result.status == "canceled":
@@ -354,11 +361,31 @@ def _never() -> bool:
     return False
 
 
-def _environment() -> dict[str, str]:
+def _environment(control_dir: str) -> dict[str, str]:
     # ansible-runner starts `ansible-playbook` by PATH (its `binary` option would
     # drop the playbook argument): put the harness's own Ansible first.
     tools = str(Path(ansible_tool("ansible-playbook")).parent)
-    return {**ANSIBLE_ENV, "PATH": os.pathsep.join([tools, os.environ.get("PATH", os.defpath)])}
+    return {
+        **ANSIBLE_ENV,
+        "PATH": os.pathsep.join([tools, os.environ.get("PATH", os.defpath)]),
+        # Keep-alives: a host that vanishes mid-playbook fails in ~15 s instead of
+        # hanging on TCP retransmissions for many minutes.
+        "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=60s "
+                            "-o ServerAliveInterval=5 -o ServerAliveCountMax=3",
+        # This call's own ControlPersist masters, closed when it ends (_close_ssh_masters).
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": control_dir,
+    }
+
+
+def _close_ssh_masters(control_dir: str) -> None:
+    """End the SSH connection masters Ansible left to persist: no process of a run outlives it."""
+    for socket_path in Path(control_dir).iterdir():
+        try:
+            subprocess.run(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "harness-control"],
+                           capture_output=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    shutil.rmtree(control_dir, ignore_errors=True)
 
 
 def _event(events: list[dict], kind: str, host: str) -> dict | None:
