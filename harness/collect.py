@@ -8,6 +8,7 @@ left out of the analysis.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pyperf
 
 from harness.errors import TrialError
 from harness.execute import TrialOutput
+from harness.remote import HostSession
 
 GIB = 1 << 30
 
@@ -125,3 +127,17 @@ def write_pyperf(measurements: list[Measurement], variant: str, benchmark_name: 
                                metadata=metadata, collect_metadata=False))
     if runs:
         pyperf.Benchmark(runs).dump(str(path), replace=True)
+
+
+def describe_link(client: HostSession, server_address: str) -> str:
+    """The device a client reaches the server through, with its MTU, queues and qdiscs."""
+    script = f"""
+dev=$(ip -o route get {shlex.quote(server_address)} | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p')
+[ -n "$dev" ] || {{ echo "no route"; exit 0; }}
+mtu=$(cat /sys/class/net/$dev/mtu)
+rx=$(ls -d /sys/class/net/$dev/queues/rx-* 2>/dev/null | wc -l)
+tx=$(ls -d /sys/class/net/$dev/queues/tx-* 2>/dev/null | wc -l)
+qdisc=$(tc qdisc show dev $dev | sed 's/ refcnt [0-9]*//' | paste -sd ';' -)
+echo "$dev, mtu $mtu, $rx rx / $tx tx queues, qdisc: $qdisc"
+"""
+    return client.shell(script, timeout=30, shown="describe link").stdout.strip()

@@ -14,6 +14,7 @@ import os
 import platform
 import resource
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import metadata
@@ -63,6 +64,7 @@ class _Gathered:
     measurements: list
     state: HostState | None = None
     tools: dict | None = None
+    links: dict | None = None
     error: HarnessError | None = None
 
 
@@ -96,8 +98,8 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
     with ExitStack() as stack:
         sessions = {host.name: stack.enter_context(HostSession(host)) for host in hosts}
         progress("stage", {"text": f"checking {', '.join(sessions)}"})
-        for session in sessions.values():
-            session.run(["true"], timeout=30)
+        _check_reachable(sessions)
+        gathered.links = _describe_links(spec, hosts_by_role, sessions)
         _check_ports_free(spec, hosts_by_role, sessions)
         provisioner = Provisioner(inventory.path.resolve(), [h.name for h in hosts], run.ansible,
                                   signals.cancel_requested)
@@ -106,6 +108,7 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
             gathered.state = provisioner.snapshot(list(spec.provision.sysctls))
         signals.check()
         restore_error = None
+        run_error = None
         try:
             progress("stage", {"text": "provisioning: packages, builds, data, sysctls (ansible)"})
             with signals.deferred():
@@ -120,22 +123,53 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
             progress("trials", {"total": len(plan.trials)})
             for trial in plan.trials:
                 signals.check()
-                output = run_trial(trial, setting, signals)
+                try:
+                    output = run_trial(trial, setting, signals)
+                except Interrupted:
+                    raise
+                except HarnessError as exc:
+                    raise type(exc)(f"trial {trial.index + 1} of {len(plan.trials)} ({trial.variant}): {exc}") from None
                 variant = spec.variants[trial.variant]
                 measurement = collect.measure(output, variant.load.parser, spec.warmup_values)
                 gathered.measurements.append(measurement)
                 progress("trial", {"index": trial.index, "variant": trial.variant,
                                    "seconds": sum(measurement.values) / len(measurement.values)})
-        finally:
-            progress("stage", {"text": "restoring host settings (ansible: restore)"})
-            with signals.deferred():
-                try:
-                    provisioner.restore(gathered.state, Provisioner.workdir_for(run.run_id))
-                except HarnessError as exc:
-                    restore_error = exc
+        except BaseException as exc:  # restore first, whatever stopped the run
+            run_error = exc
+        progress("stage", {"text": "restoring host settings (ansible: restore)"})
+        with signals.deferred():
+            try:
+                provisioner.restore(gathered.state, Provisioner.workdir_for(run.run_id))
+            except HarnessError as exc:
+                restore_error = exc
+        if isinstance(run_error, HarnessError) and restore_error is not None:
+            raise type(run_error)(f"{run_error}; restoring the hosts also failed: {restore_error}")
+        if run_error is not None:
+            raise run_error
         if restore_error is not None:
             raise restore_error
     signals.check()
+
+
+def _check_reachable(sessions: dict[str, HostSession]) -> None:
+    """Every host answers before anything is changed anywhere; checked in parallel
+    so that several dead hosts cost one connect timeout, not one each."""
+    with ThreadPoolExecutor(max_workers=min(16, len(sessions))) as pool:
+        futures = {name: pool.submit(session.run, ["true"], 30) for name, session in sessions.items()}
+    for future in futures.values():
+        future.result()  # raises the first host's HostError
+
+
+def _describe_links(spec, hosts_by_role, sessions: dict[str, HostSession]) -> dict[str, str]:
+    """How each load generator reaches its server: the route's device and its properties."""
+    links = {}
+    for variant in spec.variants.values():
+        client = hosts_by_role[variant.load.role][0]
+        server = hosts_by_role[variant.server.role][0]
+        key = f"link {client.name} -> {server.name}"
+        if key not in links:
+            links[key] = collect.describe_link(sessions[client.name], server.service_address)
+    return links
 
 
 def _check_ports_free(spec, hosts_by_role, sessions: dict[str, HostSession]) -> None:
@@ -256,6 +290,7 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
             conditions[f"{role} memory"] = f"{fact.get('memory_mib')} MiB"
             conditions[f"{role} kernel"] = str(fact.get("kernel"))
             conditions[f"{role} OS"] = str(fact.get("os"))
+    conditions.update(gathered.links or {})
     for key, value in plan.parameters.items():
         conditions[f"parameter {key}"] = str(value)
     conditions["repetitions"] = str(plan.repetitions)
