@@ -12,6 +12,29 @@ Layout of lab NAME with N hosts, every address in 198.18.0.0/15 (RFC 2544):
                          its own hostname (NAME-hI) and its own sshd on port 22
     veth NAME-hI         the root-side end of NAME-hI's eth0, a port of the bridge
     BASE/NAME/           client key, known_hosts, inventory.ini, lab.json, NAME-hI/ (sshd files)
+
+Link properties (`LinkProperties`) apply to every host's eth0, the same on each host,
+so traffic between two hosts meets them once per direction:
+
+    queues   rx and tx queues of the veth pair (numrxqueues/numtxqueues)
+    mtu      both ends of the veth pair (`ip link set ... mtu`); the bridge follows
+    rate     a TBF qdisc at the root of eth0: egress is shaped to the rate
+    loss     nftables table `inet harness_lab` in the host's namespace: a prerouting
+             chain drops packets arriving on eth0 with `numgen random mod 10000 < N`.
+             TCP port 22 (source or destination) is exempt, so the SSH control
+             channel of the harness stays reliable. Packets are dropped where they
+             arrive, not where they leave: a drop in the sender's output hook would
+             make its sendto() fail with EPERM, which real loss never does. And
+             eth0's gso_max_segs is set to 1, so a dropped packet is one MTU-sized
+             packet and not a 64 KB GSO batch.
+    delay    the netem qdisc where the kernel has it (checked on a throwaway veth in
+             the first host's namespace); where it has not, the link gets no delay and
+             lab.json records the mechanism "proxy": an experiment starts
+             harness/delay_proxy.py on a host (`harness.linkdelay.start_delay_proxy`)
+             and sends its traffic through it.
+
+lab.json records each property with the mechanism used; `lab_status` reads back what is
+in place (tc qdisc, ip link, nft list table) and reports any difference as a problem.
 """
 
 from __future__ import annotations
@@ -20,6 +43,7 @@ import dataclasses
 import errno
 import ipaddress
 import json
+import math
 import os
 import re
 import shlex
@@ -33,6 +57,7 @@ from pathlib import Path
 
 from harness.errors import HostError, LabError
 from harness.inventory import Host
+from harness.linkdelay import PROGRAM as DELAY_PROXY_PROGRAM
 from harness.remote import HostSession
 
 DEFAULT_BASE_DIR = Path("/var/tmp/harness-lab")
@@ -43,7 +68,8 @@ HOST_OFFSET = 10  # host I gets .(10+I)
 # Interface names are limited to 15 characters: NAME-hNN and NAME-br must fit.
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9]{0,9}")
 SAFE_PATH = re.compile(r"[A-Za-z0-9_./@+-]+")  # paths go unquoted into the inventory
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2 added "link"; a format-1 lab.json still reads (its link has only queues)
+READABLE_FORMATS = (1, 2)
 SSH_PORT = 22
 SSHD = Path("/usr/sbin/sshd")
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
@@ -53,6 +79,117 @@ INTERFACE = "eth0"  # the host's end of its veth, inside its namespace
 GROUPS = ("servers", "clients", "others")
 SSH_READY_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 3.0
+NFT = Path("/usr/sbin/nft")
+NFT_TABLE = "harness_lab"  # family inet, in each host's namespace
+LOSS_SCALE = 10000  # numgen draws 0..9999: loss has a resolution of 0.01 %
+DEFAULT_MTU = 1500  # what a new veth gets
+MIN_MTU, MAX_MTU = 68, 65535  # IPv4's minimum; the veth driver's maximum
+MAX_RATE_MBIT = 100_000.0
+MAX_DELAY_MS = 60_000.0
+TBF_LATENCY_MS = 50  # longest a packet may wait in the TBF queue; sets its byte limit
+TBF_BURST_SECONDS = 0.004  # a burst of 4 ms at the rate (a HZ=250 tick), at least 10 frames
+NETEM_PROBE = "hlnetem0"  # a throwaway veth inside the first host's namespace
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_number(field: str, value, low: float, high: float, unit: str, zero_ok: bool) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise LinkPropertyError(field, f"must be a number of {unit}, not {value!r}")
+    if value < low or value > high or (value == 0 and not zero_ok):
+        span = f"from {low:g} to {high:g}" if zero_ok else f"more than {low:g} and at most {high:g}"
+        raise LinkPropertyError(field, f"must be {span} {unit}, not {value:g}")
+
+
+class LinkPropertyError(ValueError):
+    """A link property out of range; `field` names the LinkProperties field at fault."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.problem = message
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkProperties:
+    """What every host's eth0 gets. None (or 0 for loss and delay) leaves a property off."""
+
+    queues: int = 2  # rx and tx queues of the veth pair
+    mtu: int | None = None  # bytes; None keeps the veth default (1500)
+    rate_mbit: float | None = None  # egress rate limit in Mbit/s (10^6 bit/s)
+    loss_percent: float | None = None  # share of packets dropped on arrival, in steps of 0.01 %
+    delay_ms: float | None = None  # added one-way delay per host (netem) or through a proxy
+
+    def __post_init__(self):
+        if not _is_int(self.queues) or not 1 <= self.queues <= MAX_QUEUES:
+            raise LinkPropertyError("queues", f"must be a whole number from 1 to {MAX_QUEUES}, not {self.queues!r}")
+        if self.mtu is not None and (not _is_int(self.mtu) or not MIN_MTU <= self.mtu <= MAX_MTU):
+            raise LinkPropertyError("mtu", f"must be a whole number of bytes from {MIN_MTU} to {MAX_MTU}, "
+                                           f"not {self.mtu!r}")
+        _check_number("rate_mbit", self.rate_mbit, 0.0, MAX_RATE_MBIT, "Mbit/s", zero_ok=False)
+        _check_number("loss_percent", self.loss_percent, 0.0, 100.0, "%", zero_ok=True)
+        _check_number("delay_ms", self.delay_ms, 0.0, MAX_DELAY_MS, "ms", zero_ok=True)
+        if self.loss_percent is not None and abs(self.loss_percent * 100 - round(self.loss_percent * 100)) > 1e-6:
+            raise LinkPropertyError("loss_percent", f"{self.loss_percent:g} is finer than 0.01 % "
+                                                    f"(nftables draws from {LOSS_SCALE} values): round it")
+        # 0 % loss and 0 ms delay mean "off": store them as None so equal links compare equal
+        for field in ("loss_percent", "delay_ms"):
+            if getattr(self, field) == 0:
+                object.__setattr__(self, field, None)
+
+    @property
+    def loss_threshold(self) -> int | None:
+        """N in `numgen random mod 10000 < N`."""
+        return None if self.loss_percent is None else round(self.loss_percent * 100)
+
+    def describe(self) -> str:
+        parts = [f"{self.queues} queues", f"mtu {self.mtu or DEFAULT_MTU}"]
+        if self.rate_mbit is not None:
+            parts.append(f"rate {self.rate_mbit:g} Mbit/s")
+        if self.loss_percent is not None:
+            parts.append(f"loss {self.loss_percent:g}%")
+        if self.delay_ms is not None:
+            parts.append(f"delay {self.delay_ms:g} ms")
+        return ", ".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkMechanisms:
+    """How each property that is on was put in place; None where the property is off."""
+
+    rate: str | None = None  # "tbf"
+    loss: str | None = None  # "nftables"
+    delay: str | None = None  # "netem" (in the link) or "proxy" (not in the link: start one)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkInPlace:
+    """What a host's eth0 has, read back from the kernel, with the mechanism of each property."""
+
+    mtu: int | None
+    qdisc: str | None  # kind of the root qdisc: noqueue, tbf, netem
+    rate_mbit: float | None
+    rate_mechanism: str | None  # "tbf"
+    loss_percent: float | None
+    loss_mechanism: str | None  # "nftables"
+    ssh_exempt: bool  # the nftables table accepts tcp port 22 before it drops
+    gso_max_segs: int | None
+    delay_ms: float | None  # netem's delay, or the recorded delay of a proxy
+    delay_mechanism: str | None  # "netem" (read from tc) or "proxy" (from lab.json: nothing in the link)
+
+    def describe(self) -> str:
+        parts = [f"mtu {self.mtu}" if self.mtu else "mtu ?"]
+        if self.rate_mbit is not None:
+            parts.append(f"rate {self.rate_mbit:g} Mbit/s ({self.rate_mechanism})")
+        if self.loss_percent is not None:
+            parts.append(f"loss {self.loss_percent:g}% ({self.loss_mechanism})")
+        if self.delay_ms is not None:
+            parts.append(f"delay {self.delay_ms:g} ms ({self.delay_mechanism})")
+        return ", ".join(parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,12 +217,17 @@ class Lab:
     subnet: str
     bridge: str
     bridge_address: str
-    queues: int
+    link: LinkProperties
+    link_mechanisms: LinkMechanisms
     hosts: tuple[LabHost, ...]
     client_key: Path
     known_hosts: Path
     inventory: Path
     state_file: Path
+
+    @property
+    def queues(self) -> int:
+        return self.link.queues
 
     def harness_host(self, host: LabHost) -> Host:
         """The host as harness.inventory reads it from the lab's inventory."""
@@ -100,6 +242,7 @@ class LinkStatus:
     state: str  # the kernel's operstate (UP, DOWN, UNKNOWN) or "missing"
     rx_queues: int | None
     tx_queues: int | None
+    mtu: int | None = None
 
     @property
     def up(self) -> bool:
@@ -114,6 +257,7 @@ class HostStatus:
     links: tuple[LinkStatus, ...]  # the root-side veth, then the interface inside the namespace
     sshd_pid: int | None
     sshd_alive: bool
+    link: LinkInPlace | None = None  # None when the namespace is missing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +269,8 @@ class LabStatus:
     bridge: LinkStatus | None
     hosts: tuple[HostStatus, ...]
     problems: tuple[str, ...]  # one line each; empty for a healthy lab
+    link: LinkProperties | None = None  # as lab.json records it
+    link_mechanisms: LinkMechanisms | None = None
 
     @property
     def healthy(self) -> bool:
@@ -134,22 +280,26 @@ class LabStatus:
 # --- public functions ---------------------------------------------------------
 
 
-def lab_up(name: str = "lab", hosts: int = 3, queues: int = 2, base_dir: Path = DEFAULT_BASE_DIR) -> Lab:
+def lab_up(name: str = "lab", hosts: int = 3, queues: int | None = None, base_dir: Path = DEFAULT_BASE_DIR,
+           link: LinkProperties = LinkProperties()) -> Lab:
     """Create the lab, or return it if it already exists healthy with this shape.
 
-    A broken lab, or one with another host or queue count, is removed and built
-    anew. A lab_up that fails removes what it created before raising.
+    `queues` is a shorthand for link.queues. A broken lab, or one with another host
+    count or other link properties, is removed and built anew. A lab_up that fails
+    removes what it created before raising.
     """
-    _check_arguments(name, hosts, queues)
+    _check_name(name)
+    link = _merge_queues(name, queues, link)
+    _check_arguments(name, hosts)
     directory = _lab_directory(name, base_dir)
     _check_directory(name, directory)
-    _check_preconditions()
-    existing = _healthy_lab(name, hosts, queues, directory)
+    _check_preconditions(link)
+    existing = _healthy_lab(name, hosts, link, directory)
     if existing is not None:
         return existing
     lab_down(name, base_dir)
     try:
-        return _create(name, hosts, queues, directory)
+        return _create(name, hosts, link, directory)
     except BaseException as failure:
         try:
             lab_down(name, base_dir)
@@ -173,6 +323,7 @@ def lab_status(name: str = "lab", base_dir: Path = DEFAULT_BASE_DIR) -> LabStatu
         problems.append(f"bridge {bridge.name}: {bridge.state.lower()}")
 
     by_name = {entry["name"]: entry for entry in (state or {}).get("hosts", [])}
+    recorded = _lab_from_state(state) if state is not None else None
     statuses = []
     for host in sorted(set(by_name) | found.hosts, key=_host_index):
         entry = by_name.get(host, {})
@@ -180,8 +331,13 @@ def lab_status(name: str = "lab", base_dir: Path = DEFAULT_BASE_DIR) -> LabStatu
             problems.append(f"{host}: not part of {directory / 'lab.json'}")
         namespace_exists = host in found.namespaces
         links = [_link_status(host, None)]
+        in_place = None
         if namespace_exists:
-            links.append(_link_status(entry.get("interface", INTERFACE), host))
+            interface = entry.get("interface", INTERFACE)
+            links.append(_link_status(interface, host))
+            in_place = _link_in_place(host, interface, recorded)
+            if recorded is not None:
+                problems.extend(_link_problems(host, interface, in_place, recorded))
         for link in links:
             if not link.up:
                 where = f"in namespace {link.namespace}" if link.namespace else "in the root namespace"
@@ -193,13 +349,15 @@ def lab_status(name: str = "lab", base_dir: Path = DEFAULT_BASE_DIR) -> LabStatu
         if not alive:
             problems.append(f"{host}: sshd {pid or '(no pid)'} is not running")
         statuses.append(HostStatus(name=host, address=entry.get("address"), namespace_exists=namespace_exists,
-                                   links=tuple(links), sshd_pid=pid, sshd_alive=alive))
+                                   links=tuple(links), sshd_pid=pid, sshd_alive=alive, link=in_place))
     if state is not None:
         for key in ("client_key", "known_hosts", "inventory"):
             if not Path(state["files"][key]).is_file():
                 problems.append(f"lab {name}: {state['files'][key]} is missing")
     return LabStatus(name=name, directory=directory, exists=found.anything, subnet=(state or {}).get("subnet"),
-                     bridge=bridge, hosts=tuple(statuses), problems=tuple(problems))
+                     bridge=bridge, hosts=tuple(statuses), problems=tuple(problems),
+                     link=recorded.link if recorded else None,
+                     link_mechanisms=recorded.link_mechanisms if recorded else None)
 
 
 def lab_down(name: str = "lab", base_dir: Path = DEFAULT_BASE_DIR) -> None:
@@ -232,7 +390,7 @@ def lab_down(name: str = "lab", base_dir: Path = DEFAULT_BASE_DIR) -> None:
 # --- building ---------------------------------------------------------------
 
 
-def _create(name: str, hosts: int, queues: int, directory: Path) -> Lab:
+def _create(name: str, hosts: int, link: LinkProperties, directory: Path) -> Lab:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     (directory / MARKER).write_text(f"harness lab {name}: `harness lab down --name {name}` removes this folder\n")
     subnet = _free_subnet(name, directory.parent)
@@ -248,9 +406,12 @@ def _create(name: str, hosts: int, queues: int, directory: Path) -> Lab:
 
     planned = [_plan_host(name, index, subnet, directory) for index in range(1, hosts + 1)]
     for host in planned:
-        _add_namespace(host, bridge, subnet, queues)
+        _add_namespace(host, bridge, subnet, link)
         _keygen(host.host_key, host.name, f"{host.name}: create the host key")
         host.sshd_config.write_text(_sshd_config(host, client_key))
+    mechanisms, delay_note = _choose_mechanisms(link, planned[0].namespace)
+    for host in planned:
+        _apply_link(host, link, mechanisms, directory / host.name)
     known_hosts = directory / "known_hosts"
     entries = []
     for host in planned:
@@ -261,9 +422,9 @@ def _create(name: str, hosts: int, queues: int, directory: Path) -> Lab:
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
     started = tuple(dataclasses.replace(host, sshd_pid=_start_sshd(host)) for host in planned)
     lab = Lab(name=name, directory=directory, subnet=str(subnet), bridge=bridge, bridge_address=bridge_address,
-              queues=queues, hosts=started, client_key=client_key, known_hosts=known_hosts,
+              link=link, link_mechanisms=mechanisms, hosts=started, client_key=client_key, known_hosts=known_hosts,
               inventory=directory / "inventory.ini", state_file=directory / "lab.json")
-    _write_state(lab)
+    _write_state(lab, delay_note)
     _wait_for_ssh(lab, SSH_READY_TIMEOUT)
     lab.inventory.write_text(_inventory_text(lab))
     return lab
@@ -280,17 +441,241 @@ def _plan_host(name: str, index: int, subnet: ipaddress.IPv4Network, directory: 
     )
 
 
-def _add_namespace(host: LabHost, bridge: str, subnet: ipaddress.IPv4Network, queues: int) -> None:
-    ns, q = host.namespace, str(queues)
+def _add_namespace(host: LabHost, bridge: str, subnet: ipaddress.IPv4Network, link: LinkProperties) -> None:
+    ns, q = host.namespace, str(link.queues)
     _run(["ip", "netns", "add", ns], f"{ns}: create namespace {ns}")
     _run(["ip", "link", "add", host.veth, "numrxqueues", q, "numtxqueues", q, "type", "veth",
           "peer", "name", host.interface, "numrxqueues", q, "numtxqueues", q, "netns", ns],
-         f"{ns}: create veth {host.veth} with {queues} queues")
+         f"{ns}: create veth {host.veth} with {link.queues} queues")
+    if link.mtu is not None:
+        # Both ends: a veth drops what is longer than the receiving end's MTU. Set before
+        # the bridge takes the port, so the bridge's own MTU follows its ports.
+        _run(["ip", "link", "set", host.veth, "mtu", str(link.mtu)], f"{ns}: set mtu {link.mtu} on {host.veth}")
+        _run(["ip", "-n", ns, "link", "set", host.interface, "mtu", str(link.mtu)],
+             f"{ns}: set mtu {link.mtu} on {host.interface}")
     _run(["ip", "link", "set", host.veth, "master", bridge, "up"], f"{ns}: attach {host.veth} to {bridge}")
     _run(["ip", "-n", ns, "link", "set", "lo", "up"], f"{ns}: bring up lo")
     _run(["ip", "-n", ns, "addr", "add", f"{host.address}/{subnet.prefixlen}", "dev", host.interface],
          f"{ns}: address {host.interface}")
     _run(["ip", "-n", ns, "link", "set", host.interface, "up"], f"{ns}: bring up {host.interface}")
+
+
+# --- link properties -----------------------------------------------------------
+
+
+def _choose_mechanisms(link: LinkProperties, probe_namespace: str) -> tuple[LinkMechanisms, str | None]:
+    """The mechanism for each property that is on, and why delay is not netem (or None)."""
+    delay, delay_note = None, None
+    if link.delay_ms is not None:
+        netem_error = _netem_missing(probe_namespace)
+        delay = "proxy" if netem_error else "netem"
+        delay_note = f"netem unavailable ({netem_error})" if netem_error else None
+    return LinkMechanisms(rate="tbf" if link.rate_mbit is not None else None,
+                          loss="nftables" if link.loss_percent is not None else None, delay=delay), delay_note
+
+
+def _netem_missing(namespace: str) -> str | None:
+    """None if a netem qdisc can be added here, else tc's reason. Tried on a throwaway veth."""
+    _run(["ip", "-n", namespace, "link", "add", NETEM_PROBE, "type", "veth", "peer", "name", NETEM_PROBE + "p"],
+         f"{namespace}: create veth {NETEM_PROBE} to check for netem")
+    try:
+        result = subprocess.run(["tc", "-n", namespace, "qdisc", "add", "dev", NETEM_PROBE, "root", "netem",
+                                 "delay", "1ms"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"{namespace}: check for netem: tc did not finish within 30 s") from None
+    finally:
+        _run(["ip", "-n", namespace, "link", "del", NETEM_PROBE], f"{namespace}: remove veth {NETEM_PROBE}",
+             missing_ok=True)
+    return None if result.returncode == 0 else _last_line(result.stderr or result.stdout)
+
+
+def _apply_link(host: LabHost, link: LinkProperties, mechanisms: LinkMechanisms, folder: Path) -> None:
+    """Put rate, delay and loss on the host's eth0 (queues and MTU come with the veth)."""
+    ns, dev = host.namespace, host.interface
+    tc = ["tc", "-n", ns, "qdisc", "replace", "dev", dev]
+    if mechanisms.delay == "netem":
+        netem = ["netem", "delay", f"{link.delay_ms:g}ms", "limit", str(_netem_limit(link))]
+        _run(tc + ["root", "handle", "1:"] + netem, f"{ns}: add netem delay {link.delay_ms:g} ms on {dev}")
+        if mechanisms.rate == "tbf":  # netem's single class takes the shaper as its child
+            _run(tc + ["parent", "1:1", "handle", "10:", "tbf"] + _tbf_args(link),
+                 f"{ns}: add tbf under netem on {dev}")
+    elif mechanisms.rate == "tbf":
+        _run(tc + ["root", "handle", "1:", "tbf"] + _tbf_args(link),
+             f"{ns}: add tbf rate {link.rate_mbit:g} Mbit/s on {dev}")
+    if mechanisms.loss == "nftables":
+        ruleset = folder / "nftables.conf"
+        ruleset.write_text(_nft_ruleset(link, dev))
+        _run(["ip", "netns", "exec", ns, str(NFT), "-f", str(ruleset)], f"{ns}: load nftables table {NFT_TABLE}")
+        # One MTU-sized packet per drop: without this, TCP over veth moves 64 KB GSO
+        # batches, and one drop would lose some 40 packets at once.
+        for argv in (["ip", "-n", ns, "link", "set", dev, "gso_max_segs", "1"],
+                     ["ip", "link", "set", host.veth, "gso_max_segs", "1"]):
+            _run(argv, f"{ns}: set gso_max_segs 1 on {argv[-3]}")
+
+
+def _tbf_args(link: LinkProperties) -> list[str]:
+    return ["rate", f"{round(link.rate_mbit * 1e6)}bit", "burst", str(_tbf_burst(link)),
+            "latency", f"{TBF_LATENCY_MS}ms"]
+
+
+def _tbf_burst(link: LinkProperties) -> int:
+    """Bytes the bucket holds: 4 ms at the rate, and never under 10 full frames.
+
+    Less than one frame and TBF drops (or must split) every packet; much less than a
+    timer tick's worth of traffic and the rate is not reached.
+    """
+    frame = (link.mtu or DEFAULT_MTU) + 14  # TBF counts the Ethernet header
+    return max(math.ceil(link.rate_mbit * 1e6 / 8 * TBF_BURST_SECONDS), 10 * frame)
+
+
+def _netem_limit(link: LinkProperties) -> int:
+    """Packets netem may hold: the default 1000, or twice what the delay holds at the rate."""
+    if link.rate_mbit is None:
+        return 1000
+    in_flight = link.rate_mbit * 1e6 / 8 * link.delay_ms / 1000 / (link.mtu or DEFAULT_MTU)
+    return max(1000, math.ceil(2 * in_flight))
+
+
+def _nft_ruleset(link: LinkProperties, dev: str) -> str:
+    # "table; delete table; table {...}" replaces the table atomically, existing or not
+    return "\n".join([
+        f"# loss {link.loss_percent:g}% on arrival at {dev}, written by harness lab up",
+        f"table inet {NFT_TABLE}",
+        f"delete table inet {NFT_TABLE}",
+        f"table inet {NFT_TABLE} {{",
+        "  chain prerouting {",
+        "    type filter hook prerouting priority raw; policy accept;",
+        f'    iifname "{dev}" tcp dport {SSH_PORT} accept comment "SSH, the control channel, is never dropped"',
+        f'    iifname "{dev}" tcp sport {SSH_PORT} accept',
+        f'    iifname "{dev}" numgen random mod {LOSS_SCALE} < {link.loss_threshold} drop',
+        "  }",
+        "}",
+        "",
+    ])
+
+
+def _link_in_place(namespace: str, interface: str, recorded: Lab | None) -> LinkInPlace:
+    """Read back the host's eth0: MTU and gso_max_segs, its qdiscs, the nftables table."""
+    entry = _link_entry(interface, namespace) or {}
+    qdiscs = _tc_qdiscs(namespace, interface)
+    root = next((q for q in qdiscs if q.get("root")), None)
+    tbf = next((q for q in qdiscs if q.get("kind") == "tbf"), None)
+    netem = next((q for q in qdiscs if q.get("kind") == "netem"), None)
+    rate = tbf["options"]["rate"] * 8 / 1e6 if tbf and "rate" in tbf.get("options", {}) else None
+    delay, delay_mechanism = None, None
+    if netem is not None:
+        delay, delay_mechanism = _netem_delay_ms(namespace, interface), "netem"
+    elif recorded is not None and recorded.link_mechanisms.delay == "proxy":
+        delay, delay_mechanism = recorded.link.delay_ms, "proxy"
+    loss, ssh_exempt = _nft_loss(namespace)
+    return LinkInPlace(mtu=entry.get("mtu"), qdisc=root.get("kind") if root else None,
+                       rate_mbit=round(rate, 6) if rate is not None else None, rate_mechanism="tbf" if tbf else None,
+                       loss_percent=loss, loss_mechanism="nftables" if loss is not None else None,
+                       ssh_exempt=ssh_exempt, gso_max_segs=entry.get("gso_max_segs"),
+                       delay_ms=delay, delay_mechanism=delay_mechanism)
+
+
+def _tc_qdiscs(namespace: str, interface: str) -> list[dict]:
+    output = _run(["tc", "-n", namespace, "-j", "qdisc", "show", "dev", interface],
+                  f"{namespace}: list qdiscs of {interface}", missing_ok=True)
+    return json.loads(output) if output.strip() else []
+
+
+def _netem_delay_ms(namespace: str, interface: str) -> float | None:
+    # from the text form: its "delay 5ms" reads the same across iproute2 versions
+    output = _run(["tc", "-n", namespace, "qdisc", "show", "dev", interface], f"{namespace}: list qdiscs",
+                  missing_ok=True)
+    found = re.search(r"qdisc netem .*?\bdelay ([\d.]+)(us|ms|s)\b", output)
+    if not found:
+        return None
+    return round(float(found.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[found.group(2)], 6)
+
+
+def _nft_loss(namespace: str) -> tuple[float | None, bool]:
+    """(loss percent, SSH exempt) from the host's harness_lab table; (None, False) without one."""
+    if not NFT.exists():
+        return None, False
+    output = _run(["ip", "netns", "exec", namespace, str(NFT), "list", "table", "inet", NFT_TABLE],
+                  f"{namespace}: list nftables table {NFT_TABLE}", missing_ok=True)
+    found = re.search(rf"numgen random mod {LOSS_SCALE} < (\d+) drop", output)
+    exempt = re.search(rf"tcp dport {SSH_PORT} accept", output) is not None and \
+        re.search(rf"tcp sport {SSH_PORT} accept", output) is not None
+    return (int(found.group(1)) / 100 if found else None), exempt
+
+
+def _link_problems(host: str, interface: str, seen: LinkInPlace, lab: Lab) -> list[str]:
+    """Where the host's eth0 differs from what lab.json says it has."""
+    link, mechanisms, problems = lab.link, lab.link_mechanisms, []
+    where = f"{host}: {interface}"
+    if seen.mtu != (link.mtu or DEFAULT_MTU):
+        problems.append(f"{where} has mtu {seen.mtu}, lab.json says {link.mtu or DEFAULT_MTU}")
+    if not _same(seen.rate_mbit, link.rate_mbit):
+        problems.append(f"{where} is shaped to {_shown(seen.rate_mbit, 'Mbit/s')}, lab.json says "
+                        f"{_shown(link.rate_mbit, 'Mbit/s')}")
+    if seen.loss_percent != link.loss_percent:
+        problems.append(f"{where} drops {_shown(seen.loss_percent, '%')}, "
+                        f"lab.json says {_shown(link.loss_percent, '%')}")
+    if seen.loss_percent is not None and not seen.ssh_exempt:
+        problems.append(f"{where}: the nftables table {NFT_TABLE} does not exempt SSH (tcp port {SSH_PORT})")
+    if link.loss_percent is not None and seen.gso_max_segs != 1:
+        problems.append(f"{where} has gso_max_segs {seen.gso_max_segs}, lab.json says 1 (one packet per drop)")
+    netem_delay = seen.delay_ms if seen.delay_mechanism == "netem" else None
+    wanted_netem = link.delay_ms if mechanisms.delay == "netem" else None
+    if not _same(netem_delay, wanted_netem):
+        problems.append(f"{where} has netem delay {_shown(netem_delay, 'ms')}, lab.json says "
+                        f"{_shown(wanted_netem, 'ms')}")
+    return problems
+
+
+def _same(seen: float | None, wanted: float | None) -> bool:
+    if seen is None or wanted is None:
+        return seen is wanted
+    return math.isclose(seen, wanted, rel_tol=0.01)
+
+
+def _shown(value: float | None, unit: str) -> str:
+    return "none" if value is None else f"{value:g} {unit}".replace(" %", "%")
+
+
+def _link_record(lab: Lab, delay_note: str | None) -> dict:
+    """lab.json's "link": the properties asked for, and how each is put in place."""
+    link, mechanisms = lab.link, lab.link_mechanisms
+    record = {
+        "properties": dataclasses.asdict(link),
+        "queues": {"mechanism": "veth numrxqueues/numtxqueues", "rx": link.queues, "tx": link.queues},
+        "mtu": {"mechanism": "ip link" if link.mtu else "veth default", "bytes": link.mtu or DEFAULT_MTU},
+        "rate": None, "loss": None, "delay": None,
+    }
+    if mechanisms.rate:
+        record["rate"] = {"mechanism": mechanisms.rate, "mbit": link.rate_mbit, "burst_bytes": _tbf_burst(link),
+                          "latency_ms": TBF_LATENCY_MS, "where": "egress of eth0"}
+    if mechanisms.loss:
+        record["loss"] = {"mechanism": mechanisms.loss, "percent": link.loss_percent,
+                          "rule": f"numgen random mod {LOSS_SCALE} < {link.loss_threshold} drop",
+                          "table": f"inet {NFT_TABLE}", "where": "prerouting of eth0 (on arrival)",
+                          "exempt": f"tcp port {SSH_PORT}", "gso_max_segs": 1}
+    if mechanisms.delay == "netem":
+        record["delay"] = {"mechanism": "netem", "ms": link.delay_ms, "where": "egress of eth0",
+                           "limit_packets": _netem_limit(link)}
+    elif mechanisms.delay == "proxy":
+        record["delay"] = {"mechanism": "proxy", "ms": link.delay_ms, "in_link": False, "why": delay_note,
+                           "program": str(DELAY_PROXY_PROGRAM), "start": "harness.linkdelay.start_delay_proxy"}
+    return record
+
+
+def describe_link(link: LinkProperties, mechanisms: LinkMechanisms) -> str:
+    """One line: each property that is on, with the mechanism that puts it in place."""
+    parts = [f"{link.queues} queues", f"mtu {link.mtu or DEFAULT_MTU}"]
+    if link.rate_mbit is not None:
+        parts.append(f"rate {link.rate_mbit:g} Mbit/s ({mechanisms.rate})")
+    if link.loss_percent is not None:
+        parts.append(f"loss {link.loss_percent:g}% ({mechanisms.loss} inet {NFT_TABLE}, SSH exempt)")
+    if mechanisms.delay == "netem":
+        parts.append(f"delay {link.delay_ms:g} ms (netem)")
+    elif mechanisms.delay == "proxy":
+        parts.append(f"delay {link.delay_ms:g} ms (proxy: not in the link; start {DELAY_PROXY_PROGRAM.name} "
+                     "on a host and send traffic through it)")
+    return ", ".join(parts)
 
 
 def _sshd_config(host: LabHost, client_key: Path) -> str:
@@ -361,6 +746,7 @@ def _inventory_text(lab: Lab) -> str:
     lines = [
         f"# Lab {lab.name}, written by `harness lab up`; `harness lab down --name {lab.name}` removes it.",
         "# ansible_host_key_checking=true: ansible-runner turns host-key checking off unless a host says otherwise.",
+        f"# Link of every host's eth0: {describe_link(lab.link, lab.link_mechanisms)}.",
         "[lab]",
     ]
     for host in lab.hosts:
@@ -374,7 +760,7 @@ def _inventory_text(lab: Lab) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_state(lab: Lab) -> None:
+def _write_state(lab: Lab, delay_note: str | None = None) -> None:
     state = {
         "format": STATE_FORMAT,
         "name": lab.name,
@@ -382,6 +768,7 @@ def _write_state(lab: Lab) -> None:
         "bridge": lab.bridge,
         "bridge_address": lab.bridge_address,
         "queues": lab.queues,
+        "link": _link_record(lab, delay_note),
         "hosts": [{key: (str(value) if isinstance(value, Path) else value)
                    for key, value in dataclasses.asdict(host).items()} | {"namespace": host.namespace}
                   for host in lab.hosts],
@@ -402,19 +789,22 @@ def _lab_from_state(state: dict) -> Lab:
         for entry in state["hosts"]
     )
     directory = Path(files["directory"])
+    record = state.get("link") or {}  # format 1 had queues only
+    link = LinkProperties(**record["properties"]) if record else LinkProperties(queues=int(state["queues"]))
+    mechanisms = LinkMechanisms(**{key: (record.get(key) or {}).get("mechanism") for key in ("rate", "loss", "delay")})
     return Lab(name=state["name"], directory=directory, subnet=state["subnet"], bridge=state["bridge"],
-               bridge_address=state["bridge_address"], queues=int(state["queues"]), hosts=hosts,
+               bridge_address=state["bridge_address"], link=link, link_mechanisms=mechanisms, hosts=hosts,
                client_key=Path(files["client_key"]), known_hosts=Path(files["known_hosts"]),
                inventory=Path(files["inventory"]), state_file=directory / "lab.json")
 
 
-def _healthy_lab(name: str, hosts: int, queues: int, directory: Path) -> Lab | None:
-    """The existing lab if it has this shape, is healthy and answers SSH; else None."""
+def _healthy_lab(name: str, hosts: int, link: LinkProperties, directory: Path) -> Lab | None:
+    """The existing lab if it has this shape and link, is healthy and answers SSH; else None."""
     state, problem = _read_state(directory)
     if state is None or problem:
         return None
     lab = _lab_from_state(state)
-    if len(lab.hosts) != hosts or lab.queues != queues or not lab_status(name, directory.parent).healthy:
+    if len(lab.hosts) != hosts or lab.link != link or not lab_status(name, directory.parent).healthy:
         return None
     try:
         _wait_for_ssh(lab, timeout=2.0)
@@ -432,12 +822,23 @@ def _check_name(name: str) -> None:
                        "(interface names like NAME-h12 must fit 15 characters)")
 
 
-def _check_arguments(name: str, hosts: int, queues: int) -> None:
+def _check_arguments(name: str, hosts: int) -> None:
     _check_name(name)
     if not 1 <= hosts <= MAX_HOSTS:
         raise LabError(f"lab {name}: hosts must be between 1 and {MAX_HOSTS}, not {hosts}")
-    if not 1 <= queues <= MAX_QUEUES:
-        raise LabError(f"lab {name}: queues must be between 1 and {MAX_QUEUES}, not {queues}")
+
+
+def _merge_queues(name: str, queues: int | None, link: LinkProperties) -> LinkProperties:
+    if not isinstance(link, LinkProperties):
+        raise LabError(f"lab {name}: link must be a LinkProperties, not {type(link).__name__}")
+    if queues is None:
+        return link
+    if link != LinkProperties() and link.queues != queues:
+        raise LabError(f"lab {name}: queues {queues} and link queues {link.queues} disagree: give the count once")
+    try:
+        return dataclasses.replace(link, queues=queues)
+    except LinkPropertyError as error:
+        raise LabError(f"lab {name}: {error}") from None
 
 
 def _lab_directory(name: str, base_dir: Path) -> Path:
@@ -453,40 +854,43 @@ def _check_directory(name: str, directory: Path) -> None:
         raise LabError(f"lab {name}: {directory} exists and was not made by lab up: pick another name or base dir")
 
 
-def _check_preconditions() -> None:
+def _check_preconditions(link: LinkProperties = LinkProperties()) -> None:
     if os.geteuid() != 0:
         raise LabError("lab: namespaces, links and sshd need root: run as root")
-    for tool, package in (("ip", "iproute2"), ("ssh-keygen", "openssh-client"), ("unshare", "util-linux")):
+    for tool, package in (("ip", "iproute2"), ("tc", "iproute2"), ("ssh-keygen", "openssh-client"),
+                          ("unshare", "util-linux")):
         if shutil.which(tool) is None:
             raise LabError(f"lab: {tool} not found: install it (apt-get install {package})")
-    _ensure_sshd()
+    _ensure_package(SSHD, "openssh-server")
+    if link.loss_percent is not None:
+        _ensure_package(NFT, "nftables")
 
 
-def _ensure_sshd() -> None:
-    """Install openssh-server if /usr/sbin/sshd is missing, without starting its service.
+def _ensure_package(program: Path, package: str) -> None:
+    """Install the Debian package if program is missing, without starting its service.
 
     Debian's maintainer scripts ask /usr/sbin/policy-rc.d before starting a service;
     exit status 101 forbids it. An existing policy-rc.d is left as it is (on this
     kind of machine one already forbids every start); one written here is removed.
     """
-    if SSHD.exists():
+    if program.exists():
         return
     import fcntl  # one installer at a time on this machine: the policy file is shared
 
     with open(INSTALL_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if SSHD.exists():
+        if program.exists():
             return
         written = False
         if not POLICY_RC_D.exists():
-            POLICY_RC_D.write_text("#!/bin/sh\n# written by harness lab up while it installs openssh-server\n"
+            POLICY_RC_D.write_text(f"#!/bin/sh\n# written by harness lab up while it installs {package}\n"
                                    "exit 101\n")
             POLICY_RC_D.chmod(0o755)
             written = True
         try:
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
             install = ["apt-get", "install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300",
-                       "openssh-server"]
+                       package]
             result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900,
                                     stdin=subprocess.DEVNULL)
             if result.returncode != 0 and "Unable to locate package" in result.stderr + result.stdout:
@@ -495,14 +899,14 @@ def _ensure_sshd() -> None:
                 result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900,
                                         stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise LabError(f"lab: installing openssh-server failed ({exc}): run `apt-get install openssh-server`, "
+            raise LabError(f"lab: installing {package} failed ({exc}): run `apt-get install {package}`, "
                            "then lab up again") from None
         finally:
             if written:
                 POLICY_RC_D.unlink(missing_ok=True)
-    if result.returncode != 0 or not SSHD.exists():
-        raise LabError(f"lab: installing openssh-server failed: {_last_line(result.stderr or result.stdout)}: "
-                       "run `apt-get install openssh-server`, then lab up again")
+    if result.returncode != 0 or not program.exists():
+        raise LabError(f"lab: installing {package} failed: {_last_line(result.stderr or result.stdout)}: "
+                       f"run `apt-get install {package}`, then lab up again")
 
 
 # --- discovery and teardown -----------------------------------------------------
@@ -607,7 +1011,8 @@ def _run(argv: list[str], step: str, timeout: float = 30.0, missing_ok: bool = F
         raise LabError(f"{step}: {shlex.join(argv[:4])} did not finish within {timeout:g} s") from None
     if result.returncode != 0:
         message = _last_line(result.stderr or result.stdout)
-        if missing_ok and re.search(r"Cannot find device|No such file", message):
+        # the whole output: nft ends its message with a line of carets
+        if missing_ok and re.search(r"Cannot find device|No such file", result.stderr + result.stdout):
             return ""
         raise LabError(f"{step}: `{shlex.join(argv)}` failed: {message}")
     return result.stdout
@@ -625,12 +1030,17 @@ def _links(namespace: str | None) -> list[dict]:
     return json.loads(output) if output.strip() else []
 
 
+def _link_entry(link: str, namespace: str | None) -> dict | None:
+    return next((entry for entry in _links(namespace) if entry.get("ifname") == link), None)
+
+
 def _link_status(link: str, namespace: str | None) -> LinkStatus:
-    for entry in _links(namespace):
-        if entry.get("ifname") == link:
-            return LinkStatus(name=link, namespace=namespace, state=entry.get("operstate", "UNKNOWN"),
-                              rx_queues=entry.get("num_rx_queues"), tx_queues=entry.get("num_tx_queues"))
-    return LinkStatus(name=link, namespace=namespace, state="missing", rx_queues=None, tx_queues=None)
+    entry = _link_entry(link, namespace)
+    if entry is None:
+        return LinkStatus(name=link, namespace=namespace, state="missing", rx_queues=None, tx_queues=None)
+    return LinkStatus(name=link, namespace=namespace, state=entry.get("operstate", "UNKNOWN"),
+                      rx_queues=entry.get("num_rx_queues"), tx_queues=entry.get("num_tx_queues"),
+                      mtu=entry.get("mtu"))
 
 
 def _free_subnet(name: str, base_dir: Path) -> ipaddress.IPv4Network:
@@ -676,7 +1086,7 @@ def _read_state(directory: Path) -> tuple[dict | None, str | None]:
         return None, None
     except (OSError, ValueError) as exc:
         return None, f"{path}: unreadable ({exc})"
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
         return None, f"{path}: not a lab state file of format {STATE_FORMAT}"
     try:
         _lab_from_state(state)  # every field that status and down read is there
