@@ -132,8 +132,9 @@ def _parse_loss(ctx, param, value: str | None) -> float | None:
 @lab_group.command(name="up")
 @click.option("--hosts", default=3, show_default=True, type=click.IntRange(1, 50), help="Number of hosts.")
 @_lab_name
-@click.option("--queues", default=2, show_default=True, type=click.IntRange(1, 64),
-              help="Receive and transmit queues of each host's eth0.")
+@click.option("--experiment", "experiment", metavar="FILE",
+              help="Take the link properties from this experiment file's `link:`; flags given here win.")
+@click.option("--queues", type=click.IntRange(1, 64), help="Receive and transmit queues of each host's eth0 (default 2).")
 @click.option("--mtu", type=click.IntRange(68, 65535), help="MTU of each host's eth0 (default 1500).")
 @click.option("--rate", callback=_parse_rate, metavar="RATE",
               help="Egress rate limit of each host's eth0 (TBF), e.g. 100mbit or 1gbit.")
@@ -143,13 +144,19 @@ def _parse_loss(ctx, param, value: str | None) -> float | None:
               help="Added delay, e.g. 5ms: netem on each eth0 where the kernel has it, else recorded for a "
                    "delay proxy that an experiment starts (harness/delay_proxy.py).")
 @_lab_base_dir
-def lab_up_command(hosts: int, name: str, queues: int, mtu: int | None, rate: float | None, loss: float | None,
-                   delay: float | None, base_dir: str) -> None:
+def lab_up_command(hosts: int, name: str, experiment: str | None, queues: int | None, mtu: int | None,
+                   rate: float | None, loss: float | None, delay: float | None, base_dir: str) -> None:
     """Create the lab (or keep it if healthy); print the inventory path last."""
     from harness import lab as lab_module
 
     try:
-        link = lab_module.LinkProperties(queues=queues, mtu=mtu, rate_mbit=rate, loss_percent=loss, delay_ms=delay)
+        wanted = spec_module.load(experiment).link.model_dump() if experiment else {"queues": 2}
+    except HarnessError as error:
+        _fail(error)
+    try:
+        given = {"queues": queues, "mtu": mtu, "rate_mbit": rate, "loss_percent": loss, "delay_ms": delay}
+        wanted.update({key: value for key, value in given.items() if value is not None})
+        link = lab_module.LinkProperties(**wanted)
     except lab_module.LinkPropertyError as error:
         raise click.BadParameter(error.problem, param_hint=f"'{_LINK_FLAGS[error.field]}'") from None
     try:

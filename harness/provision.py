@@ -56,6 +56,7 @@ ANSIBLE_ENV = {
     # and no TTY is requested (the harness connects as root, so no sudo).
     "ANSIBLE_PIPELINING": "True",
     "ANSIBLE_TIMEOUT": "10",  # SSH connect timeout, seconds
+    "ANSIBLE_FORKS": "16",  # hosts provisioned at once
     # The lab hosts the harness creates (sshd in a network namespace) get fresh
     # host keys every time they are built, so known_hosts would only ever hold
     # stale keys. An inventory that wants checking sets

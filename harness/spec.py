@@ -76,6 +76,17 @@ class Provision(Model):
     data: list[DataFile] = []
 
 
+class Link(Model):
+    """The network between lab hosts this experiment wants; `harness lab up --experiment FILE`
+    builds a lab with it. Omitted properties are left off (queues default to 2)."""
+
+    queues: Annotated[int, Field(ge=1, le=64)] = 2
+    mtu: Annotated[int, Field(ge=68, le=65535)] | None = None
+    rate_mbit: Annotated[float, Field(gt=0)] | None = None
+    loss_percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    delay_ms: Annotated[float, Field(ge=0, le=10000)] | None = None
+
+
 class ConfigFile(Model):
     """A Jinja template from the workload folder, rendered and copied to the host."""
 
@@ -125,6 +136,7 @@ class ExperimentSpec(Model):
     roles: Annotated[dict[Name, Name], Field(min_length=1)]
     workload: str
     provision: Provision = Provision()
+    link: Link = Link()
     parameters: dict[Name, ParamValue] = {}
     variants: Annotated[dict[Name, Variant], Field(min_length=2)]
     pairs: Annotated[list[Pair], Field(min_length=1)]

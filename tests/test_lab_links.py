@@ -354,3 +354,23 @@ def test_the_delay_proxy_adds_the_delay_each_way_and_stops_on_sigterm(delayed_la
     # which this machine's init does only every second or two. Under the 5 s grace: no KILL.
     assert stop_seconds < 5
     assert not lab_module._alive(proxy.pid)
+
+
+def test_lab_up_takes_the_link_from_an_experiment_and_flags_win(experiment_copy, tmp_path):
+    from tests.conftest import run_harness
+
+    text = experiment_copy.read_text().replace("workload: sendfile\n",
+                                                "workload: sendfile\nlink:\n  queues: 4\n  rate_mbit: 200\n  mtu: 1400\n")
+    experiment_copy.write_text(text)
+    name = f"e{os.getpid() % 100000}"
+    base = tmp_path / "labs"
+    try:
+        result = run_harness("lab", "up", "--name", name, "--hosts", "1", "--experiment", experiment_copy,
+                             "--mtu", "9000", "--base-dir", base)
+        assert result.returncode == 0, result.stderr
+        assert "link: 4 queues, mtu 9000, rate 200 Mbit/s (tbf)" in result.stdout
+        device = subprocess.run(["ip", "netns", "exec", f"{name}-h1", "ip", "-o", "link", "show", "eth0"],
+                                capture_output=True, text=True, check=True).stdout
+        assert "mtu 9000" in device and "tbf" in device
+    finally:
+        run_harness("lab", "down", "--name", name, "--base-dir", base)

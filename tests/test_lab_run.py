@@ -26,7 +26,7 @@ def lab(tmp_path_factory):
     base = tmp_path_factory.mktemp("lab")
     name = f"r{os.getpid() % 100000}"
     try:
-        yield lab_up(name=name, hosts=2, base_dir=base)
+        yield lab_up(name=name, hosts=3, base_dir=base)
     finally:
         lab_down(name=name, base_dir=base)
 
