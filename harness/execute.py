@@ -19,12 +19,15 @@ import jinja2
 from harness.errors import HarnessError, TrialError
 from harness.interrupt import StopSignals
 from harness.inventory import Host
+from harness.linkdelay import start_delay_proxy
 from harness.plan import Trial
 from harness.provision import Workspace
 from harness.remote import Background, HostSession
 from harness.spec import ExperimentSpec, Variant, fill
 
 TIMEOUT_EXIT = 124  # coreutils timeout's status when the time ran out
+PROXY_ADDRESS = "127.0.0.1"  # the delay proxy listens on the client host's loopback
+PROXY_PORT_OFFSET = 10000  # proxy port = server port + this
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class TrialSetting:
     parameters: dict
     workload_dir: Path  # the workload folder on this machine (config templates)
     raw_dir: Path  # where raw outputs are kept on this machine
+    # Added delay through harness/delay_proxy.py on the client host, for links
+    # without netem; the load generator then talks to the proxy, not the server.
+    proxy_delay_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -61,16 +67,25 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
     values = _placeholder_values(setting, variant, server_host)
     if variant.server.config:
         _install_config(setting, variant, values, server_session, stem)
+    load_values = dict(values)
+    if setting.proxy_delay_ms:
+        load_values.update(server_address=PROXY_ADDRESS, port=variant.server.port + PROXY_PORT_OFFSET)
     server_argv = [fill(word, values) for word in variant.server.command]
-    load_argv = [fill(word, values) for word in variant.load.command]
+    load_argv = [fill(word, load_values) for word in variant.load.command]
     server_log = f"{setting.workspace.workdir}/{stem}-server.log"
     load_pidfile = f"{setting.workspace.workdir}/{stem}-load.pid"
 
     server: Background | None = None
+    proxy: Background | None = None
     load_done = False
     try:
         server = server_session.start_background(server_argv, setting.workspace.workdir, server_log, variant.server.cpus)
         server_session.wait_listening(server, variant.server.port, variant.server.ready_timeout)
+        if setting.proxy_delay_ms:
+            proxy = start_delay_proxy(
+                client_session, f"{PROXY_ADDRESS}:{load_values['port']}", f"{server_host.service_address}:{values['port']}",
+                setting.proxy_delay_ms, setting.workspace.workdir, copy_program=not client_host.local,
+            )
         cpu_before = server_session.session_cpu_seconds(server)
         harness_before = _own_cpu_seconds()
         started = time.monotonic()
@@ -102,17 +117,19 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         )
     except BaseException:
         with signals.deferred():  # the trial's own error is the one to report
-            _clean_up(server_session, client_session, server, server_log, load_pidfile, load_done, setting.raw_dir, stem)
+            _clean_up(server_session, client_session, server, proxy, server_log, load_pidfile, load_done,
+                      setting.raw_dir, stem)
         raise
     with signals.deferred():
-        problems = _clean_up(server_session, client_session, server, server_log, load_pidfile, load_done,
+        problems = _clean_up(server_session, client_session, server, proxy, server_log, load_pidfile, load_done,
                              setting.raw_dir, stem)
     if problems:
         raise TrialError("; ".join(problems))
     return output
 
 
-def _clean_up(server_session, client_session, server, server_log, load_pidfile, load_done, raw_dir, stem) -> list[str]:
+def _clean_up(server_session, client_session, server, proxy, server_log, load_pidfile, load_done, raw_dir,
+              stem) -> list[str]:
     """Stop whatever of the trial still runs and keep the server's log; return what went wrong."""
     problems = []
     if not load_done:
@@ -121,6 +138,11 @@ def _clean_up(server_session, client_session, server, server_log, load_pidfile, 
                   "{ kill -TERM -- -$pid 2>/dev/null; sleep 0.5; kill -KILL -- -$pid 2>/dev/null; }; true")
         try:
             client_session.shell(script, timeout=30, check=False, shown="stop load")
+        except HarnessError as exc:
+            problems.append(str(exc))
+    if proxy is not None:
+        try:
+            client_session.stop(proxy)
         except HarnessError as exc:
             problems.append(str(exc))
     if server is not None:

@@ -118,7 +118,7 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
             setting = TrialSetting(
                 spec=spec, hosts_by_role=hosts_by_role, sessions=sessions, workspace=workspace,
                 parameters=plan.parameters, workload_dir=spec_module.workload_dir(spec, experiment_path),
-                raw_dir=run.raw,
+                raw_dir=run.raw, proxy_delay_ms=_proxy_delay(spec, gathered.links),
             )
             progress("trials", {"total": len(plan.trials)})
             for trial in plan.trials:
@@ -170,6 +170,15 @@ def _describe_links(spec, hosts_by_role, sessions: dict[str, HostSession]) -> di
         if key not in links:
             links[key] = collect.describe_link(sessions[client.name], server.service_address)
     return links
+
+
+def _proxy_delay(spec, links: dict[str, str] | None) -> float | None:
+    """The experiment's delay, when the links lack netem to give it: the proxy adds it."""
+    if not spec.link.delay_ms:
+        return None
+    if links and all("netem" in description for description in links.values()):
+        return None
+    return spec.link.delay_ms
 
 
 def _check_ports_free(spec, hosts_by_role, sessions: dict[str, HostSession]) -> None:
@@ -299,6 +308,10 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
     for name in plan.variants:
         variant = spec.variants[name]
         conditions[f"{name} CPUs"] = f"server {variant.server.cpus or 'any'}, load {variant.load.cpus or 'any'}"
+    if spec.link.delay_ms:
+        via = ("netem in the link" if _proxy_delay(spec, gathered.links) is None
+               else "harness/delay_proxy.py on the client host (no netem)")
+        conditions["added delay"] = f"{spec.link.delay_ms:g} ms each way, by {via}"
     for key, value in spec.provision.sysctls.items():
         conditions[f"sysctl {key}"] = str(value)
     for host, tools in (gathered.tools or {}).items():
