@@ -49,7 +49,7 @@ def client_wmem(lab):
 
 
 def test_sendfile_runs_across_two_lab_hosts(lab, small_experiment, tmp_path):
-    server, client = lab.hosts
+    server, client = lab.hosts[:2]
     in_namespace(client, "sysctl", "-qw", f"net.ipv4.tcp_wmem={DISTINCT_WMEM}")
     result = subprocess.run([str(HARNESS), "run", str(small_experiment), "--quick", "--inventory", str(lab.inventory),
                              "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
@@ -67,7 +67,7 @@ def test_sendfile_runs_across_two_lab_hosts(lab, small_experiment, tmp_path):
 
 
 def test_a_host_lost_mid_run_fails_the_run_and_restores_the_others(lab, small_experiment, tmp_path):
-    server, client = lab.hosts
+    server, client = lab.hosts[:2]
     in_namespace(client, "sysctl", "-qw", f"net.ipv4.tcp_wmem={DISTINCT_WMEM}")
     process = subprocess.Popen([str(HARNESS), "run", str(small_experiment), "--quick", "--inventory",
                                 str(lab.inventory), "--out", str(tmp_path / "out")],

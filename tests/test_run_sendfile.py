@@ -118,13 +118,14 @@ def test_a_crashing_server_fails_the_run_but_keeps_results(tmp_path, experiment_
     result = run_harness("run", experiment_copy, "--quick", "--out", tmp_path / "out", timeout=900)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: localhost: server exited before listening on port 18082: deliberate crash")
+    assert last.startswith("error: trial 2 of 20 (python_sendfile): localhost: server exited before listening "
+                           "on port 18082: deliberate crash")
     assert "Traceback" not in result.stderr
     run_dir = the_run_dir(tmp_path / "out")
     values = pd.read_csv(run_dir / "measurements.csv")
     assert set(values["variant"]) == {"python_readwrite"}
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"].startswith("failed: localhost: server exited")
+    assert manifest["status"].startswith("failed: trial 2 of 20 (python_sendfile): localhost: server exited")
     assert "inconclusive" in (run_dir / "verdicts.json").read_text()
     assert read_sysctls() == distinctive_sysctls
     assert leftovers() == []
