@@ -12,6 +12,7 @@ The README documents every field; tests/test_docs.py keeps the two in step.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 import re
 import string
 from pathlib import Path
@@ -123,10 +124,29 @@ class Pair(Model):
     treatment: Name
 
 
+class Adaptive(Model):
+    """Repeat beyond `repetitions` until every pair's interval is narrow enough."""
+
+    target_half_width: Annotated[float, Field(gt=0, lt=1)] = 0.05  # relative, on the ratio
+    max_repetitions: Annotated[int, Field(gt=1, le=1000)] = 30
+    time_budget_s: Annotated[float, Field(gt=0, le=86400)] = 1800.0  # seconds of trials
+
+
+class Analysis(Model):
+    """How verdicts are decided; see the README's verdict rules."""
+
+    k: Annotated[float, Field(ge=1, le=100)] = 1.25
+    margin: Annotated[float, Field(ge=0, lt=1)] | None = None  # None: from the baseline's own A/A noise
+    gate_load_cpu: Annotated[float, Field(gt=0, le=1)] = 0.95  # load generator share of a core that saturates it
+    gate_steal: Annotated[float, Field(ge=0, le=1)] = 0.05  # CPU steal share of the window that invalidates a run
+
+
 class Quick(Model):
     """What --quick changes: fewer repetitions, smaller parameters."""
 
     repetitions: Annotated[int, Field(gt=0, le=1000)] | None = None
+    max_repetitions: Annotated[int, Field(gt=1, le=1000)] | None = None
+    time_budget_s: Annotated[float, Field(gt=0, le=86400)] | None = None
     parameters: dict[str, ParamValue] = {}
 
 
@@ -141,6 +161,8 @@ class ExperimentSpec(Model):
     variants: Annotated[dict[Name, Variant], Field(min_length=2)]
     pairs: Annotated[list[Pair], Field(min_length=1)]
     repetitions: Annotated[int, Field(gt=1, le=1000)]
+    adaptive: Adaptive = Adaptive()
+    analysis: Analysis = Analysis()
     warmup_values: Annotated[int, Field(ge=0, le=100)] = 1
     quick: Quick = Quick()
 
@@ -228,6 +250,34 @@ def repetitions_for(spec: ExperimentSpec, quick: bool) -> int:
     return spec.quick.repetitions if quick and spec.quick.repetitions else spec.repetitions
 
 
+@dataclass(frozen=True)
+class Stopping:
+    """When a run stops repeating: after `minimum` rounds, as soon as every pair's
+    interval half-width is within `target` (if set), at `maximum` rounds, or when
+    the trials have used `budget_s` seconds."""
+
+    minimum: int
+    maximum: int
+    target: float | None
+    budget_s: float | None
+
+
+def stopping_for(spec: ExperimentSpec, quick: bool, target: float | None = None) -> Stopping:
+    """The stopping rule; `target` (from the command line) overrides the experiment's.
+
+    A full run repeats adaptively up to adaptive.max_repetitions; a quick run does
+    its quick.repetitions only, unless quick.max_repetitions lets it go on."""
+    minimum = repetitions_for(spec, quick)
+    adaptive = spec.adaptive
+    if quick:
+        maximum = spec.quick.max_repetitions or minimum
+        budget = spec.quick.time_budget_s or adaptive.time_budget_s
+    else:
+        maximum, budget = adaptive.max_repetitions, adaptive.time_budget_s
+    return Stopping(minimum=minimum, maximum=max(minimum, maximum), target=target or adaptive.target_half_width,
+                    budget_s=budget)
+
+
 def placeholders(text: str) -> list[str]:
     """Names of the {placeholders} in a template string."""
     return [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
@@ -312,7 +362,8 @@ def _first_error(exc: ValidationError, shown: str, lines: dict[tuple, int]) -> s
         located = error["ctx"]["error"]
         return f"{shown}:{_line_of(located.path, lines)}: {_dotted(located.path)}: {located}"
     # pydantic adds the union member's type name to the path ("str", "int"); drop those.
-    path = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in {"str", "int", "float", "ConfigFile"}))
+    path = tuple(p for p in error["loc"]
+                 if not (isinstance(p, str) and p in {"str", "int", "float", "ConfigFile", "Adaptive"}))
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown field (see the README's experiment file format)"
