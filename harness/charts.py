@@ -106,6 +106,105 @@ def run_values_svg(values: pd.DataFrame, variants: list[str], unit: str, *, id_p
             plt.close(fig)
 
 
+def run_sequence_svg(values: pd.DataFrame, variants: list[str], unit: str, *, id_prefix: str = "sequence") -> str:
+    """Each trial's mean value in the order the trials ran: one line per variant.
+
+    Drift (a host warming up, a neighbour starting) shows as a slope shared by all
+    variants, a warm-up effect as a first trial apart from the rest. The x axis is the
+    `order` column (the trial's position in the run); without it, the run number.
+    Each variant's line is the group `<id_prefix>-line-<position in variants>`.
+    """
+    by_order = "order" in values.columns and values["order"].notna().any()
+    position_column = "order" if by_order else "run"
+    with matplotlib.rc_context({**_STYLE, "svg.hashsalt": id_prefix}):
+        fig, ax = plt.subplots(figsize=(7.0, 3.4))
+        try:
+            for position, variant in enumerate(variants):
+                rows = values[values["variant"] == variant]
+                if rows.empty:
+                    continue
+                trials = rows.groupby("run", sort=True).agg(x=(position_column, "min"), y=("value", "mean"))
+                trials = trials.sort_values("x")
+                (line,) = ax.plot(
+                    trials["x"],
+                    trials["y"],
+                    marker="o",
+                    markersize=5,
+                    linewidth=1.2,
+                    color=_VARIANT_COLOURS[position % len(_VARIANT_COLOURS)],
+                    label=variant,
+                )
+                line.set_gid(f"line-{position}")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=9)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_xlabel("trial order in the run" if by_order else "run number (trial order not recorded)")
+            ax.set_ylabel(unit)
+            ax.grid(axis="y", color="#d0d7de", linewidth=0.6)
+            ax.set_axisbelow(True)
+            ax.set_title("one point per trial: the mean of its values", loc="left", fontsize=9, color="#57606a")
+            fig.tight_layout()
+            return _to_svg(fig, id_prefix)
+        finally:
+            plt.close(fig)
+
+
+def distribution_svg(values: pd.DataFrame, variants: list[str], unit: str, *, id_prefix: str = "distribution") -> str:
+    """Every single value per variant: a box (quartiles, whiskers at 1.5 IQR) over a jittered strip.
+
+    Shows what a mean hides: skew, several modes, outliers. The groups
+    `<id_prefix>-box-<position>` and `<id_prefix>-values-<position>` hold each variant's
+    box and dots.
+    """
+    rng = np.random.default_rng(_JITTER_SEED)
+    with matplotlib.rc_context({**_STYLE, "svg.hashsalt": id_prefix}):
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(variants) + 2), 3.6))
+        try:
+            for position, variant in enumerate(variants):
+                own = values.loc[values["variant"] == variant, "value"].to_numpy(dtype=float)
+                if own.size == 0:
+                    continue
+                colour = _VARIANT_COLOURS[position % len(_VARIANT_COLOURS)]
+                parts = ax.boxplot(
+                    own,
+                    positions=[position],
+                    widths=0.5,
+                    showfliers=False,  # the strip shows every value, outliers included
+                    patch_artist=True,
+                    boxprops={"facecolor": "none", "edgecolor": "#1f2328"},
+                    medianprops={"color": "#1f2328", "linewidth": 2},
+                    whiskerprops={"color": "#1f2328"},
+                    capprops={"color": "#1f2328"},
+                )
+                for artist in parts["boxes"]:
+                    artist.set_gid(f"box-{position}")
+                dots = ax.scatter(
+                    position + rng.uniform(-0.2, 0.2, own.size),
+                    own,
+                    s=10,
+                    color=colour,
+                    alpha=0.45,
+                    linewidths=0,
+                    zorder=3,
+                )
+                dots.set_gid(f"values-{position}")
+            ax.set_xticks(range(len(variants)), variants)
+            ax.set_xlim(-0.6, len(variants) - 0.4)
+            ax.set_ylabel(unit)
+            ax.grid(axis="y", color="#d0d7de", linewidth=0.6)
+            ax.set_axisbelow(True)
+            ax.set_title(
+                "dots: every value; box: quartiles and median; whiskers: 1.5 IQR",
+                loc="left",
+                fontsize=9,
+                color="#57606a",
+            )
+            fig.tight_layout()
+            return _to_svg(fig, id_prefix)
+        finally:
+            plt.close(fig)
+
+
 def ratio_svg(
     verdicts: list[PairVerdict], thresholds: Thresholds | None = None, *, id_prefix: str = "ratios"
 ) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, UndefinedError
 
@@ -19,7 +20,8 @@ from harness.charts import VERDICT_COLOURS
 TEMPLATE = "report.html.j2"
 MISSING = "–"
 
-SUMMARY_COLUMNS = ("n", "runs", "mean", "median", "stdev", "min", "max")
+SUMMARY_COLUMNS = ("n", "runs", "mean", "median", "stdev", "min", "max", "cv", "run_cv")
+GATE_KEYS = ("variant", "run", "gate", "value", "limit", "passed", "detail")
 
 
 def render_report(context: dict, templates_dir: Path) -> str:
@@ -34,13 +36,18 @@ def render_report(context: dict, templates_dir: Path) -> str:
     )
     environment.filters["sig4"] = sig4
     environment.filters["ratio"] = ratio
-    for key in ("summary", "variants"):  # read here, not in the template; fail the same way
+    environment.filters["plus_minus"] = plus_minus
+    environment.filters["percent"] = percent
+    environment.filters["quantity"] = quantity
+    for key in ("summary", "variants", "gates"):  # read here, not in the template; fail the same way
         if key not in context:
             raise UndefinedError(f"{key!r} is undefined")
     page_context = {
         **context,
         # The template should not need to know pandas.
         "summary_rows": _summary_rows(context["summary"], context["variants"]),
+        "gate_rows": _gate_rows(context["gates"]),
+        "failed_gates": [gate for gate in context["gates"] if not gate["passed"]],
         "verdict_colours": VERDICT_COLOURS,
     }
     return environment.get_template(TEMPLATE).render(page_context)
@@ -69,6 +76,30 @@ def ratio(value) -> str:
     return f"{float(value):#.3g}".rstrip(".") + "x"
 
 
+def plus_minus(value) -> str:
+    """A relative half-width as a percentage: 0.0312 -> ±3.1%, 0.25 -> ±25%."""
+    if _missing(value):
+        return MISSING
+    return "±" + percent(value)
+
+
+def percent(value) -> str:
+    """A fraction as a percentage, 2 significant figures: 0.0312 -> 3.1%, 0.25 -> 25%, 0 -> 0%."""
+    if _missing(value):
+        return MISSING
+    shown = float(f"{float(value) * 100:.2g}")
+    return f"{shown:g}%"
+
+
+def quantity(value) -> str:
+    """A gate's value or limit: numbers as sig4, booleans as yes/no, text as it is."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    return sig4(value)
+
+
 def _missing(value) -> bool:
     if value is None:
         return True
@@ -91,3 +122,18 @@ def _summary_rows(summary: pd.DataFrame, variants: list[dict]) -> list[dict]:
         if name not in measured
     ]
     return rows
+
+
+def _gate_rows(gates: list[dict]) -> list[dict]:
+    """One row per gate, in order of first appearance: its limit(s) and how many trials passed and failed."""
+    rows: dict[str, dict] = {}
+    for index, gate in enumerate(gates):
+        lacking = [key for key in GATE_KEYS if key not in gate]
+        if lacking:
+            raise UndefinedError(f"gates[{index}] lacks {', '.join(map(repr, lacking))}")
+        row = rows.setdefault(gate["gate"], {"gate": gate["gate"], "limits": [], "passed": 0, "failed": 0})
+        row["passed" if gate["passed"] else "failed"] += 1
+        limit = quantity(gate["limit"])
+        if limit not in row["limits"]:
+            row["limits"].append(limit)
+    return list(rows.values())

@@ -1,5 +1,7 @@
 import json
 import math
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -7,12 +9,18 @@ import pandas as pd
 import pytest
 
 from harness.analyse import (
+    NOISE_FLOOR,
     VERDICTS,
     PairVerdict,
     Thresholds,
     compare_pair,
+    cross_check,
     decide,
+    noise_margin,
+    pyperf_significant,
+    relative_half_width,
     run_means,
+    runs_needed,
     summarise,
 )
 
@@ -58,26 +66,42 @@ def test_rule_1_not_applicable_wins_over_everything():
     assert (verdict, reason, fraction) == ("not applicable", "No IPv6 on the hosts.", None)
 
 
-def test_rule_2_too_few_runs_is_inconclusive_even_with_a_clear_interval():
+def test_not_applicable_wins_over_an_invalid_run():
+    verdict, rule, reason, _ = decide(3.5, 4.0, 3.9, 4.1, 5, 5, T, "No IPv6 on the hosts.", invalid="swap")
+    assert (verdict, rule, reason) == ("not applicable", "not applicable", "No IPv6 on the hosts.")
+
+
+def test_rule_2_an_invalid_run_is_inconclusive_with_its_reason():
+    why = "the load generator used 97% of a core while the server had headroom (run 3 of nginx_sendfile_on)"
+    verdict, rule, reason, fraction = decide(3.5, 4.0, 3.9, 4.1, 5, 5, T, invalid=why)
+    assert (verdict, rule, reason, fraction) == ("inconclusive", "run invalid", why, None)
+
+
+def test_rule_2_an_invalid_run_comes_before_the_run_count():
+    verdict, rule, *_ = decide(3.5, 4.0, 3.9, 4.1, 1, 1, T, invalid="CPU steal 12%")
+    assert rule == "run invalid"
+
+
+def test_rule_3_too_few_runs_is_inconclusive_even_with_a_clear_interval():
     verdict, rule, reason, _ = decide(3.5, 4.0, 3.9, 4.1, 2, 5, T)
     assert verdict == "inconclusive"
     assert rule == "runs < min_runs"
     assert "2 baseline" in reason and "at least 3" in reason
 
 
-def test_rule_3_reproduced_when_interval_reaches_claim_over_k():
+def test_rule_4_reproduced_when_interval_reaches_claim_over_k():
     verdict, rule, reason, _ = decide(3.5, 3.0, 2.8, 3.2, 5, 5, T)
     assert verdict == "reproduced"
     assert rule == "ci_low >= claimed/k"
     assert "2.8x" in reason and "95%" in reason
 
 
-def test_rule_3_just_below_claim_over_k_is_not_reproduced():
+def test_rule_4_just_below_claim_over_k_is_not_reproduced():
     verdict, *_ = decide(3.5, 3.0, 2.79, 3.2, 5, 5, T)
     assert verdict != "reproduced"
 
 
-def test_rule_4_slower_treatment_contradicts_the_claim():
+def test_rule_5_slower_treatment_contradicts_the_claim():
     verdict, rule, reason, fraction = decide(3.5, 0.5, 0.45, 0.55, 5, 5, T)
     assert verdict == "not reproduced"
     assert rule == "ci_high < 1"
@@ -85,7 +109,7 @@ def test_rule_4_slower_treatment_contradicts_the_claim():
     assert fraction is None
 
 
-def test_rule_5_no_real_gain():
+def test_rule_6_no_real_gain():
     verdict, rule, reason, _ = decide(3.5, 1.02, 0.98, 1.06, 5, 5, T)
     assert verdict == "not reproduced"
     assert rule == "ci_high < claimed/k and ci_low <= 1 + margin"
@@ -93,12 +117,12 @@ def test_rule_5_no_real_gain():
     assert "contradicted" not in reason
 
 
-def test_rule_5_interval_touching_the_margin_counts_as_no_gain():
+def test_rule_6_interval_touching_the_margin_counts_as_no_gain():
     verdict, *_ = decide(3.5, 1.2, 1.05, 1.3, 5, 5, T)
     assert verdict == "not reproduced"
 
 
-def test_rule_6_partial_reports_the_fraction_of_the_claimed_gain():
+def test_rule_7_partial_reports_the_fraction_of_the_claimed_gain():
     verdict, rule, reason, fraction = decide(3.5, 2.0, 1.9, 2.2, 5, 5, T)
     assert verdict == "partially reproduced"
     assert rule == "ci_low > 1 + margin and ci_high < claimed/k"
@@ -109,13 +133,35 @@ def test_rule_6_partial_reports_the_fraction_of_the_claimed_gain():
     )
 
 
-def test_rule_7_interval_straddling_claim_over_k_is_inconclusive():
+def test_rule_8_interval_straddling_claim_over_k_is_inconclusive():
     verdict, rule, reason, _ = decide(3.5, 2.5, 1.2, 4.1, 5, 5, T)
     assert verdict == "inconclusive"
+    assert rule == "ci_low < claimed/k <= ci_high"
     assert "straddles" in reason
 
 
-def test_rule_7_also_when_interval_spans_one_and_claim_over_k():
+def test_rule_8_says_how_many_runs_would_decide():
+    # h = log(4) / 2 = log 2; d = |log 1.4 - log 2.8| = log 2: as many runs again would do, but at least 6
+    _, _, reason, _ = decide(3.5, 1.4, 0.7, 2.8, 5, 5, T)
+    assert reason.endswith("about 6 runs per variant would decide it.")
+    # h = log(16) / 2 = 2 log 2; d = log 2: four times the runs
+    _, _, reason, _ = decide(3.5, 1.4, 0.35, 5.6, 5, 5, T)
+    assert reason.endswith("about 20 runs per variant would decide it.")
+
+
+def test_rule_8_with_unequal_run_counts_uses_their_harmonic_mean():
+    # 3 and 6 runs give the interval width of 4 runs each
+    _, _, reason, _ = decide(3.5, 1.4, 0.35, 5.6, 3, 6, T)
+    assert "about 16 runs per variant" in reason
+
+
+def test_rule_8_on_claim_over_k_names_no_number():
+    _, rule, reason, _ = decide(3.5, 2.8, 2.0, 4.0, 5, 5, T)
+    assert rule == "ci_low < claimed/k <= ci_high"
+    assert "runs per variant" not in reason and "sits on claimed/k" in reason
+
+
+def test_rule_8_also_when_interval_spans_one_and_claim_over_k():
     verdict, *_ = decide(3.5, 1.5, 0.8, 3.0, 5, 5, T)
     assert verdict == "inconclusive"
 
@@ -269,6 +315,15 @@ def test_higher_confidence_widens_the_interval():
     assert wide.confidence == 0.99
 
 
+def test_invalid_is_passed_through_and_the_measurement_kept(twice_as_fast):
+    result = compare(twice_as_fast, claimed=2.0, invalid="swap: 4096 pages swapped in run 2 of sendfile")
+    assert (result.verdict, result.rule) == ("inconclusive", "run invalid")
+    assert result.reason == "swap: 4096 pages swapped in run 2 of sendfile"
+    assert result.measured_ratio == pytest.approx(2.0)
+    assert result.ci_low < 2.0 < result.ci_high
+    assert result.runs_needed is None
+
+
 def test_not_applicable_is_passed_through(twice_as_fast):
     result = compare(twice_as_fast, claimed=3.5, not_applicable="The kernel lacks sendfile.")
     assert result.verdict == "not applicable"
@@ -295,6 +350,16 @@ def test_as_dict_is_json_ready(twice_as_fast):
     assert json.loads(json.dumps(data)) == data
     assert type(data["ci_low"]) is float and type(data["n_baseline"]) is int
     assert data["verdict"] == "partially reproduced"
+
+
+def test_as_dict_has_half_width_and_runs_needed():
+    values = make_values({"readwrite": 2.0, "sendfile": 1.0}, runs=4, per_run=1, noise=0.25, seed=3)
+    data = compare(values, claimed=3.0).as_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert data["rule"] == "ci_low < claimed/k <= ci_high"
+    assert type(data["runs_needed"]) is int and data["runs_needed"] > 4
+    assert data["half_width"] == pytest.approx(relative_half_width(data["ci_low"], data["ci_high"]))
+    assert f"about {data['runs_needed']} runs per variant" in data["reason"]
 
 
 def test_as_dict_turns_nan_into_none():
@@ -334,7 +399,7 @@ def small():
 def test_summarise_numbers(small):
     summary = summarise(small)
     assert list(summary.index) == ["b", "a"]  # order of first appearance
-    assert list(summary.columns) == ["n", "runs", "mean", "median", "stdev", "min", "max"]
+    assert list(summary.columns) == ["n", "runs", "mean", "median", "stdev", "min", "max", "cv", "run_cv"]
     b = summary.loc["b"]
     assert (b["n"], b["runs"]) == (4, 2)
     assert b["mean"] == pytest.approx(4.0)
@@ -342,6 +407,27 @@ def test_summarise_numbers(small):
     assert b["stdev"] == pytest.approx(np.std([1, 3, 5, 7], ddof=1))
     assert (b["min"], b["max"]) == (1.0, 7.0)
     assert summary.loc["a", "median"] == pytest.approx(4.0)
+
+
+def test_summarise_cv_of_values_and_of_run_means(small):
+    summary = summarise(small)
+    assert summary.loc["b", "cv"] == pytest.approx(np.std([1, 3, 5, 7], ddof=1) / 4.0)
+    # b's runs average 2 and 6; a has one value per run, so both spreads are the same
+    assert summary.loc["b", "run_cv"] == pytest.approx(np.std([2, 6], ddof=1) / 4.0)
+    assert summary.loc["a", "run_cv"] == pytest.approx(summary.loc["a", "cv"])
+
+
+def test_summarise_run_cv_is_nan_for_a_single_run():
+    summary = summarise(pd.DataFrame({"variant": ["x", "x"], "run": [0, 0], "value": [1.0, 2.0]}))
+    assert math.isnan(summary.loc["x", "run_cv"])
+    assert summary.loc["x", "cv"] == pytest.approx(np.std([1, 2], ddof=1) / 1.5)
+
+
+def test_an_order_column_is_accepted_and_changes_nothing(twice_as_fast):
+    ordered = twice_as_fast.assign(order=twice_as_fast["run"] * 2 + (twice_as_fast["variant"] == "sendfile"))
+    pd.testing.assert_frame_equal(summarise(ordered), summarise(twice_as_fast))
+    np.testing.assert_array_equal(run_means(ordered, "sendfile"), run_means(twice_as_fast, "sendfile"))
+    assert compare(ordered, claimed=3.5) == compare(twice_as_fast, claimed=3.5)
 
 
 def test_summarise_stdev_is_nan_for_a_single_value():
@@ -359,3 +445,178 @@ def test_run_means_average_within_each_run(small):
 def test_missing_columns_are_named():
     with pytest.raises(ValueError, match="run"):
         summarise(pd.DataFrame({"variant": ["x"], "value": [1.0]}))
+
+
+# --- half-width and runs needed -------------------------------------------------------
+
+
+@pytest.mark.parametrize("low, high, width", [(1.0, 1.21, 0.1), (0.5, 2.0, 1.0), (2.0, 2.0, 0.0)])
+def test_relative_half_width(low, high, width):
+    assert relative_half_width(low, high) == pytest.approx(width)
+
+
+def test_relative_half_width_rejects_a_reversed_interval():
+    with pytest.raises(ValueError, match="ci_low"):
+        relative_half_width(2.0, 1.0)
+
+
+def test_half_width_of_a_verdict(twice_as_fast):
+    result = compare(twice_as_fast, claimed=3.5)
+    assert result.half_width == pytest.approx((result.ci_high / result.ci_low) ** 0.5 - 1)
+    assert 0 < result.half_width < 0.025  # the interval is narrower than 5% in all
+    assert compare(twice_as_fast, claimed=3.5, treatment="splice").half_width is None
+
+
+def test_runs_needed_follows_the_square_of_half_width_over_distance():
+    # measured 1.4, claimed/k = 2.8: d = log 2
+    assert runs_needed(5, 0.35, 5.6, 1.4, 3.5, 1.25) == 20  # h = 2 log 2
+    assert runs_needed(10, 0.7, 2.8, 1.4, 3.5, 1.25) == 11  # h = d: one more than now
+    assert runs_needed(5, 1.0, 4.0, 2.0, 2.5, 1.25) is None  # d = 0
+
+
+def test_runs_needed_is_only_given_for_a_straddling_interval(twice_as_fast):
+    assert compare(twice_as_fast, claimed=3.5).runs_needed is None  # partially reproduced
+
+
+def test_runs_needed_agrees_with_theory_on_average():
+    # Runs with a 25% spread, ratio 2 against claimed/k = 2.4: the interval's half-width on the
+    # log scale is about 1.96 * sqrt(2 * 0.25^2 / n), which equals d = log 1.2 at n = 14.4.
+    theory = 2 * (1.96 * 0.25 / math.log(1.2)) ** 2
+    predictions = [
+        compare(make_values({"readwrite": 2.0, "sendfile": 1.0}, runs=6, per_run=1, noise=0.25, seed=seed),
+                claimed=3.0).runs_needed
+        for seed in range(15)
+    ]
+    straddling = [n for n in predictions if n is not None]
+    assert len(straddling) >= 10
+    assert np.median(straddling) == pytest.approx(theory, rel=0.3)
+
+
+# --- the A/A noise margin -----------------------------------------------------------------
+
+
+def test_noise_margin_grows_with_the_baseline_noise():
+    quiet = noise_margin(make_values({"readwrite": 2.0}, noise=0.05), "readwrite", T)
+    loud = noise_margin(make_values({"readwrite": 2.0}, noise=0.3), "readwrite", T)
+    assert NOISE_FLOOR < quiet < loud
+
+
+def test_noise_margin_is_about_the_interval_of_the_mean_of_run_means():
+    rng = np.random.default_rng(11)
+    means = 2.0 * (1 + rng.normal(0, 0.04, 40))
+    values = pd.DataFrame({"variant": "readwrite", "run": np.arange(40), "value": means})
+    expected = 1.96 * np.std(means, ddof=1) / np.mean(means) / math.sqrt(40)
+    assert noise_margin(values, "readwrite", T) == pytest.approx(expected, rel=0.15)
+
+
+def test_noise_margin_uses_only_its_variant_and_the_thresholds():
+    values = make_values({"readwrite": 2.0, "sendfile": 1.0}, noise=0.1)
+    noisier_treatment = pd.concat([values[values["variant"] == "readwrite"],
+                                   make_values({"sendfile": 1.0}, noise=0.5)])
+    assert noise_margin(values, "readwrite", T) == noise_margin(noisier_treatment, "readwrite", T)
+    assert noise_margin(values, "readwrite", Thresholds(confidence=0.99)) > noise_margin(values, "readwrite", T)
+
+
+def test_noise_margin_is_floored_for_a_silent_host():
+    identical = pd.DataFrame({"variant": "readwrite", "run": [0, 1, 2, 3], "value": 2.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert noise_margin(identical, "readwrite", T) == NOISE_FLOOR
+
+
+def test_noise_margin_needs_two_runs():
+    one_run = make_values({"readwrite": 2.0}, runs=1)
+    with pytest.raises(ValueError, match="readwrite.*1 run"):
+        noise_margin(one_run, "readwrite", T)
+
+
+def test_thresholds_record_where_the_margin_came_from():
+    assert Thresholds().margin_source == "default"
+    aa = Thresholds(margin=0.021, margin_source="A/A noise of python_readwrite")
+    assert (aa.margin, aa.margin_source) == (0.021, "A/A noise of python_readwrite")
+    with pytest.raises(ValueError, match="margin_source"):
+        Thresholds(margin_source=" ")
+
+
+# --- pyperf cross-check ---------------------------------------------------------------------
+
+# As printed by pyperf 2.11 `python -m pyperf compare_to A.json B.json` (last line; -v where marked).
+FASTER = "Mean +- std dev: [readwrite] 412 ms +- 104 ms -> [sendfile] 321 ms +- 100 ms: 1.28x faster"
+SLOWER = "Mean +- std dev: [readwrite] 412 ms +- 1 ms -> [sendfile] 800 ms +- 1 ms: 1.94x slower"
+HIDDEN = "Benchmark hidden because not significant (1): sendfile_3x"
+VERBOSE_NOT = "Mean +- std dev: [readwrite] 412 ms +- 1 ms -> [sendfile] 412 ms +- 1 ms: 1.00x slower\nNot significant!"
+VERBOSE_YES = (
+    "Mean +- std dev: [readwrite] 412 ms +- 1 ms -> [sendfile] 200 ms +- 1 ms: 2.06x faster\nSignificant (t=837.51)"
+)
+
+
+@pytest.mark.parametrize(
+    "line, significant",
+    [
+        (FASTER, True),
+        (SLOWER, True),
+        ("Not significant!", False),
+        (HIDDEN, False),
+        (VERBOSE_NOT, False),
+        (VERBOSE_YES, True),
+        ("| sendfile_3x | 412 ms | 200 ms: 2.06x faster |", True),
+        ("ERROR: Benchmark suites have no benchmark in common", None),
+        ("no pyperf files (no completed runs)", None),
+        ("", None),
+    ],
+)
+def test_pyperf_significant(line, significant):
+    assert pyperf_significant(line) is significant
+
+
+def test_pyperf_significant_reads_what_pyperf_prints(tmp_path):
+    pyperf = pytest.importorskip("pyperf")
+
+    def dump(name, values):
+        runs = [pyperf.Run(list(run), metadata={"name": "sendfile_3x", "unit": "second", "loops": 1},
+                           collect_metadata=False) for run in values]
+        pyperf.Benchmark(runs).dump(str(tmp_path / f"{name}.json"))
+        return str(tmp_path / f"{name}.json")
+
+    slow = dump("readwrite", [[0.412, 0.413, 0.411]] * 4)
+    fast = dump("sendfile", [[0.200, 0.201, 0.199]] * 4)
+    same = dump("readwrite_again", [[0.413, 0.411, 0.412]] * 4)
+
+    def last_line(a, b):
+        done = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", a, b], capture_output=True, text=True)
+        assert done.returncode == 0 and done.stderr == ""
+        return done.stdout.strip().splitlines()[-1]
+
+    assert pyperf_significant(last_line(slow, fast)) is True
+    assert pyperf_significant(last_line(slow, same)) is False
+
+
+def _verdict(ci_low, ci_high):
+    return PairVerdict("sendfile_vs_readwrite", "readwrite", "sendfile", 3.5, (ci_low * ci_high) ** 0.5,
+                       ci_low, ci_high, 0.95, 5, 6, "inconclusive", "r", "why", None)
+
+
+@pytest.mark.parametrize(
+    "ci_low, ci_high, line",
+    [(1.2, 1.4, FASTER), (0.5, 0.6, SLOWER), (0.9, 1.1, HIDDEN), (0.9, 1.1, VERBOSE_NOT)],
+)
+def test_cross_check_is_silent_when_both_agree(ci_low, ci_high, line):
+    assert cross_check(_verdict(ci_low, ci_high), line) is None
+
+
+def test_cross_check_explains_pyperf_seeing_a_difference_we_do_not():
+    note = cross_check(_verdict(0.95, 1.4), FASTER)
+    assert note.startswith("pyperf finds a significant difference but our 95% interval 0.95x-1.4x includes 1x.")
+    assert "t-test on every value" in note and "5 and 6 runs" in note
+
+
+def test_cross_check_explains_us_seeing_a_difference_pyperf_does_not():
+    note = cross_check(_verdict(1.1, 1.3), HIDDEN)
+    assert note.startswith("our 95% interval 1.1x-1.3x excludes 1x but pyperf finds no significant difference.")
+    assert "run means" in note
+
+
+def test_cross_check_without_an_answer_on_either_side_is_silent():
+    assert cross_check(_verdict(1.1, 1.3), "pyperf compare_to printed nothing") is None
+    no_interval = PairVerdict("p", "a", "b", 3.5, None, None, None, 0.95, 0, 0, "not applicable", "r", "why", None)
+    assert cross_check(no_interval, FASTER) is None
