@@ -43,7 +43,14 @@ def main() -> None:
 @click.option("--out", "out_dir", default="reports", show_default=True,
               help="Directory that receives the run directory <claim>-<time>-<id>/.")
 @click.option("--quick", is_flag=True, help="Use the experiment's quick profile (fewer repetitions, smaller sizes).")
-def run(experiment: str, inventory_path: str, out_dir: str, quick: bool) -> None:
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1),
+              help="Seed of the trial order (default: a random one, recorded in manifest.json).")
+@click.option("--target-width", "target_width", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              metavar="FRACTION",
+              help="Repeat until every pair's interval is within ±FRACTION of its ratio (default: the experiment's "
+                   "adaptive.target_half_width, 0.05).")
+def run(experiment: str, inventory_path: str, out_dir: str, quick: bool, seed: int | None,
+        target_width: float | None) -> None:
     """Run EXPERIMENT (a YAML file) and write its report."""
     from harness.pipeline import RunFailed, run_experiment  # heavy imports only when running
 
@@ -52,7 +59,7 @@ def run(experiment: str, inventory_path: str, out_dir: str, quick: bool) -> None
     try:
         with StopSignals() as signals, display:
             outcome = run_experiment(experiment, inventory_path, out_dir, quick=quick, progress=display.update,
-                                     signals=signals)
+                                     signals=signals, seed=seed, target_half_width=target_width)
     except RunFailed as failure:
         _fail(failure, 130 if isinstance(failure.cause, Interrupted) else 1)
     except HarnessError as error:

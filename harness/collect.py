@@ -35,6 +35,7 @@ class Measurement:
 
     variant: str
     repetition: int
+    order: int  # the trial's position in the run
     values: tuple[float, ...]
     warmups: tuple[float, ...]
     bytes_moved: int
@@ -43,6 +44,8 @@ class Measurement:
     harness_cpu_seconds: float
     wall_seconds: float
     load_file: str
+    host_changes: dict
+    host_cpus: dict
 
     @property
     def server_cpu_seconds_per_gib(self) -> float:
@@ -82,32 +85,62 @@ def measure(output: TrialOutput, parser: str, warmup_values: int) -> Measurement
             "no measured value is left"
         )
     return Measurement(
-        variant=output.trial.variant, repetition=output.trial.repetition,
+        variant=output.trial.variant, repetition=output.trial.repetition, order=output.trial.index,
         values=result.seconds[warmup_values:], warmups=result.seconds[:warmup_values],
         bytes_moved=sum(result.bytes), server_cpu_seconds=output.server_cpu_seconds,
         client_cpu_seconds=result.client_cpu_seconds, harness_cpu_seconds=output.harness_cpu_seconds,
         wall_seconds=output.wall_seconds, load_file=output.load_file,
+        host_changes=output.host_changes, host_cpus=output.host_cpus,
     )
 
 
 def values_frame(measurements: list[Measurement]) -> pd.DataFrame:
-    """Columns variant, run, value: measured values only (no warm-ups)."""
+    """Columns variant, run, value, order: measured values only (no warm-ups)."""
     rows = [
-        {"variant": m.variant, "run": m.repetition, "value": value}
+        {"variant": m.variant, "run": m.repetition, "value": value, "order": m.order}
         for m in measurements for value in m.values
     ]
-    return pd.DataFrame(rows, columns=["variant", "run", "value"])
+    return pd.DataFrame(rows, columns=["variant", "run", "value", "order"])
+
+
+def gates(m: Measurement, load_cpu_limit: float, steal_limit: float) -> list[dict]:
+    """Checks that say whether a trial measured what it meant to measure."""
+    results = []
+
+    def gate(name, value, limit, passed, detail):
+        results.append({"variant": m.variant, "run": m.repetition, "gate": name, "value": value, "limit": limit,
+                        "passed": bool(passed), "detail": detail})
+
+    wall = m.wall_seconds or float("nan")
+    server_share = m.server_cpu_seconds / wall
+    if m.client_cpu_seconds is not None:
+        client_share = m.client_cpu_seconds / wall
+        saturated = client_share >= load_cpu_limit and server_share < load_cpu_limit
+        gate("load generator CPU", client_share, load_cpu_limit, not saturated,
+             f"load generator {client_share:.0%} of a core, server {server_share:.0%}: "
+             + ("the load generator, not the server, was measured" if saturated else "the server set the pace"))
+    swapped = sum(changes.get("pswpin", 0) + changes.get("pswpout", 0) for changes in m.host_changes.values())
+    gate("swap", swapped, 0, swapped == 0, f"{swapped:g} pages swapped in or out during the load")
+    steal_share = max((changes.get("steal_seconds", 0.0) / (wall * m.host_cpus.get(host, 1.0))
+                       for host, changes in m.host_changes.items()), default=0.0)
+    gate("CPU steal", steal_share, steal_limit, steal_share <= steal_limit,
+         f"{steal_share:.1%} of the CPU time was stolen by the hypervisor")
+    throttled = [changes[key] for changes in m.host_changes.values()
+                 for key in ("thermal_throttle_count", "cgroup_nr_throttled") if key in changes]
+    if throttled:
+        gate("throttling", sum(throttled), 0, sum(throttled) == 0, f"{sum(throttled):g} throttling events")
+    return results
 
 
 def costs_frame(measurements: list[Measurement]) -> pd.DataFrame:
     """Per trial CPU costs: the server's CPU per GiB is where sendfile saves work."""
     rows = [
-        {"variant": m.variant, "run": m.repetition, "server_cpu_seconds": m.server_cpu_seconds,
+        {"variant": m.variant, "run": m.repetition, "order": m.order, "server_cpu_seconds": m.server_cpu_seconds,
          "server_cpu_s_per_gib": m.server_cpu_seconds_per_gib, "client_cpu_seconds": m.client_cpu_seconds,
          "harness_cpu_seconds": m.harness_cpu_seconds, "wall_seconds": m.wall_seconds}
         for m in measurements
     ]
-    return pd.DataFrame(rows, columns=["variant", "run", "server_cpu_seconds", "server_cpu_s_per_gib",
+    return pd.DataFrame(rows, columns=["variant", "run", "order", "server_cpu_seconds", "server_cpu_s_per_gib",
                                        "client_cpu_seconds", "harness_cpu_seconds", "wall_seconds"])
 
 

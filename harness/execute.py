@@ -55,6 +55,9 @@ class TrialOutput:
     server_cpu_seconds: float
     harness_cpu_seconds: float
     wall_seconds: float
+    # Per host: how its counters (remote.HostSession.counters) moved over the load window.
+    host_changes: dict[str, dict[str, float]]
+    host_cpus: dict[str, float]  # per host: number of CPUs, to turn steal ticks into a share
 
 
 def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> TrialOutput:
@@ -86,6 +89,8 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
                 client_session, f"{PROXY_ADDRESS}:{load_values['port']}", f"{server_host.service_address}:{values['port']}",
                 setting.proxy_delay_ms, setting.workspace.workdir, copy_program=not client_host.local,
             )
+        involved = {server_host.name: server_session, client_host.name: client_session}
+        counters_before = {name: session.counters() for name, session in involved.items()}
         cpu_before = server_session.session_cpu_seconds(server)
         harness_before = _own_cpu_seconds()
         started = time.monotonic()
@@ -110,10 +115,13 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
             raise TrialError(f"{client_host.name}: {load_argv[0]} exited {result.exited} in trial {trial.index} "
                              f"({trial.variant}): {_last_line(result.stderr or result.stdout)}")
         cpu_after = server_session.session_cpu_seconds(server)
+        counters_after = {name: session.counters() for name, session in involved.items()}
         output = TrialOutput(
             trial=trial, load_stdout=result.stdout, load_file=f"{stem}-load.out",
             server_log_file=f"{stem}-server.log", server_cpu_seconds=cpu_after - cpu_before,
             harness_cpu_seconds=harness_cpu, wall_seconds=wall,
+            host_changes={name: _changes(counters_before[name], counters_after[name]) for name in involved},
+            host_cpus={name: counters_after[name].get("cpus", 1.0) for name in involved},
         )
     except BaseException:
         with signals.deferred():  # the trial's own error is the one to report
@@ -190,6 +198,15 @@ def _load_script(argv: list[str], pidfile: str, cpus: str | None, timeout: float
     # exec keeps the pid: the file names `timeout`, which leads the load's process group.
     command = ["timeout", "--kill-after=5", f"{timeout:g}"] + (["taskset", "-c", cpus] if cpus else []) + argv
     return f"echo $$ >{shlex.quote(pidfile)}\nexec {shlex.join(command)}"
+
+
+def _changes(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Counter deltas; steal in seconds. Gauges (cpus, ticks per second) are left out."""
+    changes = {name: after[name] - before[name] for name in after
+               if name in before and name not in ("cpus", "ticks_per_second", "steal_ticks")}
+    if "steal_ticks" in before and "steal_ticks" in after:
+        changes["steal_seconds"] = (after["steal_ticks"] - before["steal_ticks"]) / after.get("ticks_per_second", 100.0)
+    return changes
 
 
 def _own_cpu_seconds() -> float:

@@ -13,13 +13,18 @@ import datetime
 import os
 import platform
 import resource
+import secrets
 import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
+
+import pandas as pd
 
 from harness import analyse, charts, collect, report, spec as spec_module
 from harness.errors import HarnessError, Interrupted
@@ -66,16 +71,21 @@ class _Gathered:
     tools: dict | None = None
     links: dict | None = None
     error: HarnessError | None = None
+    rounds: int = 0  # repetitions completed by every variant
+    stop_reason: str | None = None
 
 
 def run_experiment(experiment_path: str | Path, inventory_path: str | Path, out_dir: str | Path, quick: bool = False,
-                   progress: Progress | None = None, signals: StopSignals | None = None) -> RunOutcome:
+                   progress: Progress | None = None, signals: StopSignals | None = None, seed: int | None = None,
+                   target_half_width: float | None = None) -> RunOutcome:
+    """Run an experiment; `seed` fixes the trial order (random and recorded when None),
+    `target_half_width` overrides the experiment's adaptive target."""
     progress = progress or (lambda event, info: None)
     signals = signals or NoSignals()
     spec, digest = spec_module.load_with_digest(experiment_path)
     inventory = load_inventory(inventory_path)
     hosts_by_role = inventory.hosts_for(spec.roles)
-    plan = make_plan(spec, quick)
+    plan = make_plan(spec, quick, seed if seed is not None else secrets.randbelow(2**31), target_half_width)
     run = RunDirectory.create(Path(out_dir), spec.claim.id)
     gathered = _Gathered(started=_now(), measurements=[])
     try:
@@ -120,20 +130,8 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
                 parameters=plan.parameters, workload_dir=spec_module.workload_dir(spec, experiment_path),
                 raw_dir=run.raw, proxy_delay_ms=_proxy_delay(spec, gathered.links),
             )
-            progress("trials", {"total": len(plan.trials)})
-            for trial in plan.trials:
-                signals.check()
-                try:
-                    output = run_trial(trial, setting, signals)
-                except Interrupted:
-                    raise
-                except HarnessError as exc:
-                    raise type(exc)(f"trial {trial.index + 1} of {len(plan.trials)} ({trial.variant}): {exc}") from None
-                variant = spec.variants[trial.variant]
-                measurement = collect.measure(output, variant.load.parser, spec.warmup_values)
-                gathered.measurements.append(measurement)
-                progress("trial", {"index": trial.index, "variant": trial.variant,
-                                   "seconds": sum(measurement.values) / len(measurement.values)})
+            progress("trials", {"total": plan.most_trials})
+            _run_rounds(spec, plan, setting, gathered, progress, signals)
         except BaseException as exc:  # restore first, whatever stopped the run
             run_error = exc
         progress("stage", {"text": "restoring host settings (ansible: restore)"})
@@ -149,6 +147,55 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
         if restore_error is not None:
             raise restore_error
     signals.check()
+
+
+def _run_rounds(spec, plan: Plan, setting: TrialSetting, gathered: _Gathered, progress: Progress,
+                signals: StopSignals) -> None:
+    """Run rounds of trials until the stopping rule is met; record why it stopped."""
+    stopping = plan.stopping
+    of = f"of {plan.most_trials}" if stopping.minimum == stopping.maximum else f"of up to {plan.most_trials}"
+    started = time.monotonic()
+    while True:
+        for trial in plan.round(gathered.rounds):
+            signals.check()
+            try:
+                output = run_trial(trial, setting, signals)
+            except Interrupted:
+                raise
+            except HarnessError as exc:
+                raise type(exc)(f"trial {trial.index + 1} {of} ({trial.variant}): {exc}") from None
+            measurement = collect.measure(output, spec.variants[trial.variant].load.parser, spec.warmup_values)
+            gathered.measurements.append(measurement)
+            progress("trial", {"index": trial.index, "variant": trial.variant,
+                               "seconds": sum(measurement.values) / len(measurement.values)})
+        gathered.rounds += 1
+        if gathered.rounds < stopping.minimum:
+            continue
+        widths = _half_widths(spec, gathered.measurements)
+        if all(width is not None and width <= stopping.target for width in widths.values()):
+            gathered.stop_reason = (f"every pair's {analyse.Thresholds().confidence:.0%} interval is within "
+                                    f"±{stopping.target:.1%} of its ratio")
+            return
+        if gathered.rounds >= stopping.maximum:
+            gathered.stop_reason = (f"the maximum of {stopping.maximum} repetitions was reached before the intervals "
+                                    f"narrowed to ±{stopping.target:.1%}")
+            return
+        elapsed = time.monotonic() - started
+        if stopping.budget_s is not None and elapsed * (gathered.rounds + 1) / gathered.rounds > stopping.budget_s:
+            gathered.stop_reason = (f"another round would exceed the time budget of {stopping.budget_s:g} s "
+                                    f"before the intervals narrowed to ±{stopping.target:.1%}")
+            return
+        signals.check()
+
+
+def _half_widths(spec, measurements) -> dict[str, float | None]:
+    values = collect.values_frame(measurements)
+    widths = {}
+    for pair in spec.pairs:
+        verdict = analyse.compare_pair(values, pair=pair.name, baseline=pair.baseline, treatment=pair.treatment,
+                                       claimed_ratio=spec.claim.claimed_ratio, better=spec.claim.better)
+        widths[pair.name] = verdict.half_width
+    return widths
 
 
 def _check_reachable(sessions: dict[str, HostSession]) -> None:
@@ -203,12 +250,17 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
     for variant in plan.variants:
         collect.write_pyperf(measurements, variant, spec.claim.id, run.pyperf_file(variant))
 
-    thresholds = analyse.Thresholds()
+    gate_rows = [row for m in measurements
+                 for row in collect.gates(m, spec.analysis.gate_load_cpu, spec.analysis.gate_steal)]
+    run.write_text("gates.csv", pd.DataFrame(gate_rows, columns=GATE_COLUMNS).to_csv(index=False))
+    thresholds = _thresholds(spec, values)
     verdicts = [
         analyse.compare_pair(values, pair=pair.name, baseline=pair.baseline, treatment=pair.treatment,
-                             claimed_ratio=spec.claim.claimed_ratio, better=spec.claim.better, thresholds=thresholds)
+                             claimed_ratio=spec.claim.claimed_ratio, better=spec.claim.better, thresholds=thresholds,
+                             invalid=_invalid(gate_rows, pair))
         for pair in spec.pairs
     ]
+    pyperf_lines = [_pyperf_compare(run, pair, verdict) for pair, verdict in zip(spec.pairs, verdicts)]
     status = _status(gathered.error)
     conditions = _conditions(spec, hosts_by_role, plan, gathered)
     run.write_json("verdicts.json", [
@@ -226,9 +278,16 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
             "reason": v.reason,
             "n_baseline": v.n_baseline,
             "n_treatment": v.n_treatment,
+            "half_width": v.half_width,
+            "runs_needed": v.runs_needed,
+            "k": thresholds.k,
+            "margin": thresholds.margin,
+            "margin_source": thresholds.margin_source,
+            "pyperf_compare_to": line["line"],
+            "pyperf_note": line["note"],
             "conditions": conditions,
         }
-        for v in verdicts
+        for v, line in zip(verdicts, pyperf_lines)
     ])
     finished = _now()
     run.write_json("manifest.json", _manifest(spec, digest, experiment_path, inventory, plan, run, gathered,
@@ -253,12 +312,71 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
         "charts": {
             "values": charts.run_values_svg(values, plan.variants, spec.claim.unit) if not values.empty else "",
             "ratios": charts.ratio_svg(verdicts, thresholds) if not values.empty else "",
+            "sequence": charts.run_sequence_svg(values, plan.variants, spec.claim.unit) if not values.empty else "",
+            "distribution": charts.distribution_svg(values, plan.variants, spec.claim.unit) if not values.empty else "",
+        },
+        "gates": gate_rows,
+        "pyperf": pyperf_lines,
+        "stopping": {
+            "reason": gathered.stop_reason or "the run stopped early",
+            "repetitions": gathered.rounds,
+            "target_half_width": plan.stopping.target,
+            "achieved": {v.pair: v.half_width for v in verdicts},
         },
         "files": [{"label": name, "href": name} for name in run.files() if name != "index.html"],
         "notes": _notes(spec, hosts_by_role, gathered, measurements),
     }
     run.write_text("index.html", report.render_report(context, TEMPLATES))
     return RunOutcome(run_dir=run.path, status=status, verdicts=verdicts)
+
+
+GATE_COLUMNS = ["variant", "run", "gate", "value", "limit", "passed", "detail"]
+
+
+MARGIN_CAP = 0.05  # a noisy host never makes a significant gain above 5% count as "no gain"
+
+
+def _thresholds(spec, values) -> analyse.Thresholds:
+    """k from the experiment; the no-difference margin from it too, or else from the
+    noisiest baseline's own run-to-run spread (an A/A estimate on this host), capped
+    at MARGIN_CAP: noise already widens the interval, it must not also widen "no gain"."""
+    if spec.analysis.margin is not None:
+        return analyse.Thresholds(k=spec.analysis.k, margin=spec.analysis.margin, margin_source="experiment file")
+    defaults = analyse.Thresholds(k=spec.analysis.k)
+    noise = {}
+    for pair in spec.pairs:
+        if (values["variant"] == pair.baseline).any() and values[values["variant"] == pair.baseline]["run"].nunique() >= 2:
+            noise[pair.baseline] = analyse.noise_margin(values, pair.baseline, defaults)
+    if not noise:
+        return defaults
+    noisiest = max(noise, key=noise.get)
+    if noise[noisiest] > MARGIN_CAP:
+        return analyse.Thresholds(k=spec.analysis.k, margin=MARGIN_CAP,
+                                  margin_source=f"cap; A/A noise of {noisiest} is {noise[noisiest]:.3f}")
+    return analyse.Thresholds(k=spec.analysis.k, margin=noise[noisiest], margin_source=f"A/A noise of {noisiest}")
+
+
+def _invalid(gate_rows: list[dict], pair) -> str | None:
+    """Why the pair's runs cannot be trusted: the first failed gate, and how many failed."""
+    failed = [row for row in gate_rows if not row["passed"] and row["variant"] in (pair.baseline, pair.treatment)]
+    if not failed:
+        return None
+    first = failed[0]
+    return (f"{first['gate']} gate failed in run {first['run']} of {first['variant']}: {first['detail']}"
+            f" ({len(failed)} failed gate{'s' if len(failed) > 1 else ''} in this pair; gates.csv)")
+
+
+def _pyperf_compare(run: RunDirectory, pair, verdict) -> dict:
+    """pyperf's own comparison of the two files, kept beside ours as a cross-check."""
+    files = [run.pyperf_file(pair.baseline), run.pyperf_file(pair.treatment)]
+    if not all(path.exists() for path in files):
+        return {"pair": pair.name, "line": "no pyperf files (no completed runs)", "note": None}
+    result = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", *map(str, files)],
+                            capture_output=True, text=True, timeout=120)
+    output = (result.stdout.strip() or result.stderr.strip())
+    run.write_text(f"pyperf/compare-{pair.name}.txt", output + "\n")
+    line = output.splitlines()[-1] if output else "pyperf compare_to printed nothing"
+    return {"pair": pair.name, "line": line, "note": analyse.cross_check(verdict, line)}
 
 
 def _status(error: HarnessError | None) -> str:
@@ -302,7 +420,8 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
     conditions.update(gathered.links or {})
     for key, value in plan.parameters.items():
         conditions[f"parameter {key}"] = str(value)
-    conditions["repetitions"] = str(plan.repetitions)
+    conditions["repetitions"] = f"{gathered.rounds} (at least {plan.stopping.minimum}, at most {plan.stopping.maximum})"
+    conditions["trial order seed"] = str(plan.seed)
     conditions["warm-up values per trial"] = str(spec.warmup_values)
     conditions["profile"] = "quick" if plan.quick else "full"
     for name in plan.variants:
@@ -356,7 +475,11 @@ def _manifest(spec, digest, experiment_path, inventory, plan, run, gathered, sta
             "sysctls_applied": dict(spec.provision.sysctls),
             "tools": gathered.tools or {},
         },
-        "trials": {"planned": len(plan.trials), "completed": len(gathered.measurements)},
+        "trials": {"planned": len(plan.trials), "most": plan.most_trials, "completed": len(gathered.measurements)},
+        "order_seed": plan.seed,
+        "stopping": {"minimum": plan.stopping.minimum, "maximum": plan.stopping.maximum,
+                     "target_half_width": plan.stopping.target, "time_budget_s": plan.stopping.budget_s,
+                     "rounds": gathered.rounds, "reason": gathered.stop_reason},
         "harness_costs": {
             "cpu_seconds": round(own.ru_utime + own.ru_stime, 3),
             "children_cpu_seconds": round(children.ru_utime + children.ru_stime, 3),

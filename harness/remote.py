@@ -220,6 +220,28 @@ if running; then kill -KILL -- -$pid 2>/dev/null; sleep 0.2; fi
         )
         return int(self.shell(script, timeout=30, shown="read CPU time").stdout.strip() or 0) / 1e9
 
+    def counters(self) -> dict[str, float]:
+        """Host counters that can invalidate a measurement: swapping, CPU steal,
+        throttling. Read before and after a load window; absent ones are left out."""
+        script = r"""
+awk '$1 == "pswpin" || $1 == "pswpout" {print $1, $2}' /proc/vmstat
+awk '$1 == "cpu" {print "steal_ticks", $9}' /proc/stat
+echo "ticks_per_second $(getconf CLK_TCK)"
+echo "cpus $(nproc)"
+for f in /sys/devices/system/cpu/cpu*/thermal_throttle/core_throttle_count; do
+  [ -r "$f" ] && cat "$f"
+done | awk '{n += $1; seen = 1} END {if (seen) print "thermal_throttle_count", n}'
+[ -r /sys/fs/cgroup/cpu.stat ] && awk '$1 == "nr_throttled" {print "cgroup_nr_throttled", $2}' /sys/fs/cgroup/cpu.stat
+true"""
+        values = {}
+        for line in self.shell(script, timeout=30, shown="read host counters").stdout.splitlines():
+            name, _, number = line.partition(" ")
+            try:
+                values[name] = float(number)
+            except ValueError:
+                continue
+        return values
+
     def port_in_use(self, port: int) -> bool:
         return bool(self.run(["ss", "-Hltn", f"sport = :{port}"], timeout=30).stdout.strip())
 

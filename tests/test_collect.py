@@ -3,7 +3,7 @@
 import pyperf
 import pytest
 
-from harness.collect import GIB, measure, parse_fetch_json, values_frame, write_pyperf
+from harness.collect import GIB, gates, measure, parse_fetch_json, values_frame, write_pyperf
 from harness.errors import TrialError
 from harness.execute import TrialOutput
 from harness.plan import Trial
@@ -15,10 +15,11 @@ FETCH_OUTPUT = """{"seconds": 0.500000000, "bytes": 1073741824}
 """
 
 
-def output(text=FETCH_OUTPUT, variant="sendfile_on", repetition=0, server_cpu=1.5):
+def output(text=FETCH_OUTPUT, variant="sendfile_on", repetition=0, server_cpu=1.5, host_changes=None):
     return TrialOutput(trial=Trial(repetition, variant, repetition), load_stdout=text, load_file="000-x-load.out",
                        server_log_file="000-x-server.log", server_cpu_seconds=server_cpu,
-                       harness_cpu_seconds=0.01, wall_seconds=1.1)
+                       harness_cpu_seconds=0.01, wall_seconds=1.1, host_changes=host_changes or {"h": {}},
+                       host_cpus={"h": 2.0})
 
 
 def test_fetch_json_values_and_client_cpu():
@@ -64,5 +65,32 @@ def test_pyperf_file_has_one_run_per_repetition(tmp_path):
     assert run.warmups == ((1, 0.5),)
     assert run.get_metadata()["server_cpu_seconds"] == 1.5
     frame = values_frame(measurements)
-    assert list(frame.columns) == ["variant", "run", "value"]
+    assert list(frame.columns) == ["variant", "run", "value", "order"]
     assert len(frame) == 8 and set(frame["variant"]) == {"sendfile_on", "other"}
+
+
+def gate_results(**changes):
+    results = gates(measure(output(**changes), "fetch_json", 1), load_cpu_limit=0.95, steal_limit=0.05)
+    return {row["gate"]: row for row in results}
+
+
+def test_gates_pass_on_a_quiet_host():
+    results = gate_results()
+    assert set(results) == {"load generator CPU", "swap", "CPU steal"}
+    assert all(row["passed"] for row in results.values())
+    assert results["load generator CPU"]["value"] == pytest.approx(0.12 / 1.1)
+
+
+def test_swap_steal_and_throttling_fail_their_gates():
+    results = gate_results(host_changes={"h": {"pswpin": 3, "pswpout": 0, "steal_seconds": 0.5,
+                                               "cgroup_nr_throttled": 2}})
+    assert not results["swap"]["passed"] and results["swap"]["value"] == 3
+    assert not results["CPU steal"]["passed"]  # 0.5 s of 1.1 s x 2 CPUs
+    assert not results["throttling"]["passed"]
+
+
+def test_a_saturated_load_generator_fails_while_the_server_has_headroom():
+    busy_client = FETCH_OUTPUT.replace('"client_cpu_seconds": 0.120000', '"client_cpu_seconds": 1.08')
+    assert not gate_results(text=busy_client, server_cpu=0.3)["load generator CPU"]["passed"]
+    # Both saturated: the server set the pace, the run stands.
+    assert gate_results(text=busy_client, server_cpu=1.09)["load generator CPU"]["passed"]
