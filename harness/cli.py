@@ -84,11 +84,11 @@ def validate(experiments: tuple[str, ...]) -> None:
               help="Folder of experiment files.")
 def list_experiments(directory: str) -> None:
     """Print the catalog: every experiment file and the claim it tests."""
-    files = sorted(Path(directory).glob("*.yaml"))
+    files = sorted(Path(directory).rglob("*.yaml"))
     if not files:
         _fail(HarnessError(f"{directory}: no experiment files (*.yaml)"))
     for path, spec in _each_loaded(files):
-        click.echo(f"{spec.claim.id:<12} {spec.claim.claimed_ratio:>6g}x  {_shown(path)}  {spec.claim.statement}")
+        click.echo(f"{spec.claim.id:<26} {spec.claim.claimed_ratio:>5g}x  {_shown(path)}  {spec.claim.statement}")
 
 
 # --- harness lab: hosts in network namespaces on this machine ------------------------
