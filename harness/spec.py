@@ -25,6 +25,7 @@ from harness.errors import SpecError
 
 SCHEMA_VERSION = 1
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CATALOG = PROJECT_ROOT / "experiments"
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -403,9 +404,13 @@ def _check_paths_and_placeholders(spec: ExperimentSpec, path: Path, shown: str, 
         fail(("workload",), f"no folder {workload}")
 
     def check_workload_file(field: tuple, name: str):
-        target = (workload / name).resolve()
-        if not _inside(target, workload):
+        if not _inside((workload / name).absolute(), workload) or ".." in Path(name).parts:
             fail(field, f"{name!r} leaves the workload folder")
+        # A file in the workload folder may be a symlink into the catalog (a client that
+        # several experiments share); provisioning copies what it points to.
+        target = (workload / name).resolve()
+        if not (_inside(target, workload) or _inside(target, CATALOG)):
+            fail(field, f"{name!r} links outside the workload folder and {CATALOG.name}/")
         if not target.is_file():
             fail(field, f"no file {name!r} in {spec.workload}/")
 

@@ -17,7 +17,9 @@ import pandas as pd
 import pyperf
 import pytest
 
+from harness import spec
 from harness.analyse import VERDICTS
+from harness.plan import make_plan
 from tests.conftest import HARNESS, ROOT, run_harness
 
 pytestmark = pytest.mark.integration
@@ -92,7 +94,9 @@ def test_quick_run_gives_verdicts_from_its_own_numbers(tmp_path, distinctive_sys
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete"
-    assert manifest["trials"] == {"planned": 20, "completed": 20}
+    assert manifest["trials"] == {"planned": 20, "most": 20, "completed": 20}
+    assert manifest["stopping"]["rounds"] == 5 and manifest["stopping"]["reason"]
+    assert isinstance(manifest["order_seed"], int)
     before = manifest["hosts"]["sysctls_before"]["localhost"]["net.ipv4.tcp_wmem"]
     assert " ".join(before.split()) == SYSCTLS["net/ipv4/tcp_wmem"]
     assert manifest["hosts"]["facts"]["localhost"]["cores"] >= 1
@@ -115,17 +119,22 @@ def test_a_crashing_server_fails_the_run_but_keeps_results(tmp_path, experiment_
         '[python3, "{workload}/file_server.py", --mode, sendfile,',
         '[python3, "-c", "import sys; print(\'deliberate crash\'); sys.exit(3)", --mode, sendfile,')
     experiment_copy.write_text(text)
-    result = run_harness("run", experiment_copy, "--quick", "--out", tmp_path / "out", timeout=900)
+    # A seed whose first round runs the readwrite variant before the crashing one.
+    seed, crash_at = next((seed, order.index("python_sendfile") + 1) for seed in range(100)
+                          for order in [[t.variant for t in make_plan(spec.load(SENDFILE), True, seed).round(0)]]
+                          if order.index("python_readwrite") < order.index("python_sendfile"))
+    result = run_harness("run", experiment_copy, "--quick", "--seed", seed, "--out", tmp_path / "out", timeout=900)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: trial 2 of 20 (python_sendfile): localhost: server exited before listening "
-                           "on port 18082: deliberate crash")
+    assert last.startswith(f"error: trial {crash_at} of 20 (python_sendfile): localhost: server exited before "
+                           "listening on port 18082: deliberate crash")
     assert "Traceback" not in result.stderr
     run_dir = the_run_dir(tmp_path / "out")
     values = pd.read_csv(run_dir / "measurements.csv")
-    assert set(values["variant"]) == {"python_readwrite"}
+    assert "python_readwrite" in set(values["variant"]) and "python_sendfile" not in set(values["variant"])
+    assert values["run"].max() == 0 and values["variant"].nunique() == crash_at - 1  # the trials before the crash
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["status"].startswith("failed: trial 2 of 20 (python_sendfile): localhost: server exited")
+    assert manifest["status"].startswith(f"failed: trial {crash_at} of 20 (python_sendfile): localhost: server exited")
     assert "inconclusive" in (run_dir / "verdicts.json").read_text()
     assert read_sysctls() == distinctive_sysctls
     assert leftovers() == []

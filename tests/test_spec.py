@@ -114,3 +114,18 @@ def test_parse_size(text, size):
 def test_parse_size_rejects(text):
     with pytest.raises(ValueError):
         spec.parse_size(text)
+
+
+def test_a_source_may_not_leave_the_workload_folder(experiment_copy):
+    edit(experiment_copy, "sources: [fetch.c]", "sources: [../sendfile.yaml]")
+    assert "provision.builds.0.sources.0: '../sendfile.yaml' leaves the workload folder" in error_of(experiment_copy)
+
+
+def test_a_symlinked_source_must_point_into_the_catalog(experiment_copy):
+    source = experiment_copy.parent / "sendfile" / "fetch.c"
+    source.unlink()
+    source.symlink_to("/etc/hostname")
+    assert "'fetch.c' links outside the workload folder and experiments/" in error_of(experiment_copy)
+    source.unlink()
+    source.symlink_to(ROOT / "experiments" / "sendfile" / "fetch.c")
+    assert spec.load(experiment_copy).claim.id == "sendfile"
