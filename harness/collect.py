@@ -137,11 +137,15 @@ def costs_frame(measurements: list[Measurement]) -> pd.DataFrame:
     rows = [
         {"variant": m.variant, "run": m.repetition, "order": m.order, "server_cpu_seconds": m.server_cpu_seconds,
          "server_cpu_s_per_gib": m.server_cpu_seconds_per_gib, "client_cpu_seconds": m.client_cpu_seconds,
-         "harness_cpu_seconds": m.harness_cpu_seconds, "wall_seconds": m.wall_seconds}
+         "harness_cpu_seconds": m.harness_cpu_seconds, "wall_seconds": m.wall_seconds,
+         # The whole host's busy CPU (user, nice, system, irq, softirq) over the window, per host.
+         "host_busy_cpu_seconds": ";".join(f"{host}={changes['busy_seconds']:.3f}"
+                                           for host, changes in m.host_changes.items() if "busy_seconds" in changes)}
         for m in measurements
     ]
     return pd.DataFrame(rows, columns=["variant", "run", "order", "server_cpu_seconds", "server_cpu_s_per_gib",
-                                       "client_cpu_seconds", "harness_cpu_seconds", "wall_seconds"])
+                                       "client_cpu_seconds", "harness_cpu_seconds", "wall_seconds",
+                                       "host_busy_cpu_seconds"])
 
 
 def write_pyperf(measurements: list[Measurement], variant: str, benchmark_name: str, path: Path) -> None:

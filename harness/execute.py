@@ -203,9 +203,10 @@ def _load_script(argv: list[str], pidfile: str, cpus: str | None, timeout: float
 def _changes(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Counter deltas; steal in seconds. Gauges (cpus, ticks per second) are left out."""
     changes = {name: after[name] - before[name] for name in after
-               if name in before and name not in ("cpus", "ticks_per_second", "steal_ticks")}
-    if "steal_ticks" in before and "steal_ticks" in after:
-        changes["steal_seconds"] = (after["steal_ticks"] - before["steal_ticks"]) / after.get("ticks_per_second", 100.0)
+               if name in before and name not in ("cpus", "ticks_per_second", "steal_ticks", "busy_ticks")}
+    for ticks, seconds in (("steal_ticks", "steal_seconds"), ("busy_ticks", "busy_seconds")):
+        if ticks in before and ticks in after:
+            changes[seconds] = (after[ticks] - before[ticks]) / after.get("ticks_per_second", 100.0)
     return changes
 
 

@@ -225,7 +225,7 @@ if running; then kill -KILL -- -$pid 2>/dev/null; sleep 0.2; fi
         throttling. Read before and after a load window; absent ones are left out."""
         script = r"""
 awk '$1 == "pswpin" || $1 == "pswpout" {print $1, $2}' /proc/vmstat
-awk '$1 == "cpu" {print "steal_ticks", $9}' /proc/stat
+awk '$1 == "cpu" {print "steal_ticks", $9; print "busy_ticks", $2 + $3 + $4 + $7 + $8}' /proc/stat
 echo "ticks_per_second $(getconf CLK_TCK)"
 echo "cpus $(nproc)"
 for f in /sys/devices/system/cpu/cpu*/thermal_throttle/core_throttle_count; do

@@ -3,7 +3,7 @@
 import pyperf
 import pytest
 
-from harness.collect import GIB, gates, measure, parse_fetch_json, values_frame, write_pyperf
+from harness.collect import GIB, costs_frame, gates, measure, parse_fetch_json, values_frame, write_pyperf
 from harness.errors import TrialError
 from harness.execute import TrialOutput
 from harness.plan import Trial
@@ -94,3 +94,9 @@ def test_a_saturated_load_generator_fails_while_the_server_has_headroom():
     assert not gate_results(text=busy_client, server_cpu=0.3)["load generator CPU"]["passed"]
     # Both saturated: the server set the pace, the run stands.
     assert gate_results(text=busy_client, server_cpu=1.09)["load generator CPU"]["passed"]
+
+
+def test_costs_carry_the_hosts_busy_cpu():
+    frame = costs_frame([measure(output(host_changes={"h": {"busy_seconds": 1.25}}), "fetch_json", 1)])
+    assert frame.loc[0, "host_busy_cpu_seconds"] == "h=1.250"
+    assert frame.loc[0, "server_cpu_s_per_gib"] == pytest.approx(0.5)
