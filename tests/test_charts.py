@@ -2,7 +2,6 @@ import re
 import xml.etree.ElementTree as ElementTree
 from itertools import combinations
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -11,44 +10,6 @@ from harness.charts import distribution_svg, ratio_svg, run_sequence_svg, run_va
 
 VARIANTS = ["readwrite", "sendfile"]
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-@pytest.fixture(scope="module")
-def values():
-    """Five runs of two values each; the trials alternate, readwrite first."""
-    rng = np.random.default_rng(3)
-    rows = [
-        (variant, run, mean + rng.normal(0, 0.02))
-        for variant, mean in (("readwrite", 2.0), ("sendfile", 1.0))
-        for run in range(5)
-        for _ in range(2)
-    ]
-    values = pd.DataFrame(rows, columns=["variant", "run", "value"])
-    return values.assign(order=values["run"] * 2 + (values["variant"] == "sendfile"))
-
-
-@pytest.fixture(scope="module")
-def verdicts(values):
-    return [
-        compare_pair(
-            values,
-            pair="sendfile_vs_readwrite",
-            baseline="readwrite",
-            treatment="sendfile",
-            claimed_ratio=3.5,
-            better="lower",
-        )
-    ]
-
-
-@pytest.fixture(scope="module")
-def charts(values, verdicts):
-    return {
-        "values": run_values_svg(values, VARIANTS, "s"),
-        "ratios": ratio_svg(verdicts),
-        "sequence": run_sequence_svg(values, VARIANTS, "s"),
-        "distribution": distribution_svg(values, VARIANTS, "s"),
-    }
 
 
 def _ids(svg: str) -> set[str]:

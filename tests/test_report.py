@@ -2,52 +2,13 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from jinja2 import UndefinedError
 
 from harness.analyse import Thresholds, compare_pair, summarise
-from harness.charts import distribution_svg, ratio_svg, run_sequence_svg, run_values_svg
 from harness.report import percent, plus_minus, quantity, ratio, render_report, sig4
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-
-
-@pytest.fixture(scope="module")
-def values():
-    rng = np.random.default_rng(3)
-    rows = [
-        (variant, run, mean + rng.normal(0, 0.02))
-        for variant, mean in (("readwrite", 2.0), ("sendfile", 1.0))
-        for run in range(5)
-        for _ in range(2)
-    ]
-    values = pd.DataFrame(rows, columns=["variant", "run", "value"])
-    return values.assign(order=values["run"] * 2 + (values["variant"] == "sendfile"))
-
-
-@pytest.fixture(scope="module")
-def verdicts(values):
-    return [
-        compare_pair(
-            values,
-            pair="sendfile_vs_readwrite",
-            baseline="readwrite",
-            treatment="sendfile",
-            claimed_ratio=3.5,
-            better="lower",
-        )
-    ]
-
-
-@pytest.fixture(scope="module")
-def charts(values, verdicts):
-    return {
-        "values": run_values_svg(values, ["readwrite", "sendfile"], "s"),
-        "ratios": ratio_svg(verdicts),
-        "sequence": run_sequence_svg(values, ["readwrite", "sendfile"], "s"),
-        "distribution": distribution_svg(values, ["readwrite", "sendfile"], "s"),
-    }
 
 
 def gate(variant, run, name, value, limit, passed, detail):
