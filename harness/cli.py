@@ -79,6 +79,19 @@ def validate(experiments: tuple[str, ...]) -> None:
         click.echo(f"{path}: ok ({spec.claim.id}, {len(spec.variants)} variants, {len(spec.pairs)} pairs)")
 
 
+@main.command()
+@click.argument("run_dir")
+def verify(run_dir: str) -> None:
+    """Check a run directory's files against the sha256 in its manifest."""
+    from harness.store import verify as verify_run
+
+    try:
+        count = verify_run(Path(run_dir))
+    except HarnessError as error:
+        _fail(error)
+    click.echo(f"{run_dir}: ok ({count} files match manifest.json)")
+
+
 @main.command(name="list")
 @click.option("--dir", "directory", default=str(EXPERIMENTS), show_default="experiments/",
               help="Folder of experiment files.")

@@ -290,8 +290,8 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
         for v, line in zip(verdicts, pyperf_lines)
     ])
     finished = _now()
-    run.write_json("manifest.json", _manifest(spec, digest, experiment_path, inventory, plan, run, gathered,
-                                              status, finished, costs))
+    manifest = _manifest(spec, digest, experiment_path, inventory, plan, run, gathered, status, finished, costs)
+    run.write_json("manifest.json", manifest)
     summary = analyse.summarise(values)
     context = {
         "run_id": run.run_id,
@@ -327,6 +327,8 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
         "notes": _notes(spec, hosts_by_role, gathered, measurements),
     }
     run.write_text("index.html", report.render_report(context, TEMPLATES))
+    # Last: the sha256 of every file the run wrote, for `harness verify`.
+    run.write_json("manifest.json", {**manifest, "file_sha256": run.digests()})
     return RunOutcome(run_dir=run.path, status=status, verdicts=verdicts)
 
 

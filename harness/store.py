@@ -15,6 +15,7 @@ a file and an interrupted run leaves whole files behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -71,9 +72,48 @@ class RunDirectory:
     def write_json(self, name: str, data) -> Path:
         return self.write_text(name, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
-    def files(self) -> list[str]:
+    def digests(self) -> dict[str, str]:
+        """sha256 of every file of the run but the manifest that holds them."""
+        return {name: _sha256(self.path / name) for name in self.files(include_ansible=True) if name != "manifest.json"}
+
+    def files(self, include_ansible: bool = False) -> list[str]:
         """Every file of the run, relative to its directory, for the report's links."""
         return sorted(
             str(p.relative_to(self.path)) for p in self.path.rglob("*")
-            if p.is_file() and not p.name.startswith(".") and "ansible" not in p.relative_to(self.path).parts[:1]
+            if p.is_file() and not p.name.startswith(".")
+            and (include_ansible or "ansible" not in p.relative_to(self.path).parts[:1])
         )
+
+
+def verify(run_dir: Path) -> int:
+    """Check every file against the manifest's sha256; return how many were checked.
+
+    Raises HarnessError naming the first file that changed, went missing or appeared."""
+    run_dir = Path(run_dir)
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise HarnessError(f"{run_dir}: no manifest.json; is this a run directory?") from None
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{run_dir}/manifest.json: cannot be read: {exc}") from None
+    recorded = manifest.get("file_sha256")
+    if not isinstance(recorded, dict):
+        raise HarnessError(f"{run_dir}/manifest.json: holds no file_sha256 (written by an older harness?)")
+    present = RunDirectory(run_dir).digests()
+    for name, digest in sorted(recorded.items()):
+        if name not in present:
+            raise HarnessError(f"{run_dir}/{name}: missing (the manifest lists it)")
+        if present[name] != digest:
+            raise HarnessError(f"{run_dir}/{name}: changed since the run wrote it (sha256 differs)")
+    extra = sorted(set(present) - set(recorded))
+    if extra:
+        raise HarnessError(f"{run_dir}/{extra[0]}: not written by the run (the manifest does not list it)")
+    return len(recorded)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -46,7 +46,7 @@ def test_every_experiment_field_is_documented():
 
 
 def test_every_command_and_run_option_is_documented():
-    for text in ("harness run", "harness validate", "harness list", "--inventory", "--out", "--quick",
+    for text in ("harness run", "harness validate", "harness list", "harness verify", "--inventory", "--out", "--quick",
                  "make run", "make test"):
         assert text in README, text
 

@@ -107,6 +107,15 @@ def test_quick_run_gives_verdicts_from_its_own_numbers(tmp_path, distinctive_sys
     assert "<svg" in html and verdicts[0]["verdict"] in html and "raw/" in html
     assert list((run_dir / "raw").glob("*-load.out")) and list((run_dir / "raw").glob("*-server.log"))
 
+    # Every file the run wrote is in the manifest with its sha256; a change is caught and named.
+    verified = run_harness("verify", run_dir)
+    assert verified.returncode == 0 and verified.stdout.startswith(f"{run_dir}: ok ("), verified.stderr
+    with open(run_dir / "measurements.csv", "a") as stream:
+        stream.write("python_sendfile,0,0.001,0\n")
+    tampered = run_harness("verify", run_dir)
+    assert tampered.returncode == 1
+    assert tampered.stderr.strip() == f"error: {run_dir}/measurements.csv: changed since the run wrote it (sha256 differs)"
+
     # The host is as it was: sysctls back, work folder gone, no process left.
     assert read_sysctls() == distinctive_sysctls
     assert not Path("/var/tmp/harness", run_dir.name).exists()
