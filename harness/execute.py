@@ -82,13 +82,21 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
     proxy: Background | None = None
     load_done = False
     try:
-        server = server_session.start_background(server_argv, setting.workspace.workdir, server_log, variant.server.cpus)
+        # Signals wait until the pid is known: a Ctrl-C between spawning the server and
+        # learning its pid would leave a server nobody stops.
+        with signals.deferred():
+            server = server_session.start_background(server_argv, setting.workspace.workdir, server_log,
+                                                     variant.server.cpus)
+        signals.check()
         server_session.wait_listening(server, variant.server.port, variant.server.ready_timeout)
         if setting.proxy_delay_ms:
-            proxy = start_delay_proxy(
-                client_session, f"{PROXY_ADDRESS}:{load_values['port']}", f"{server_host.service_address}:{values['port']}",
-                setting.proxy_delay_ms, setting.workspace.workdir, copy_program=not client_host.local,
-            )
+            with signals.deferred():
+                proxy = start_delay_proxy(
+                    client_session, f"{PROXY_ADDRESS}:{load_values['port']}",
+                    f"{server_host.service_address}:{values['port']}", setting.proxy_delay_ms,
+                    setting.workspace.workdir, copy_program=not client_host.local,
+                )
+            signals.check()
         involved = {server_host.name: server_session, client_host.name: client_session}
         counters_before = {name: session.counters() for name, session in involved.items()}
         cpu_before = server_session.session_cpu_seconds(server)
