@@ -51,7 +51,6 @@ class TrialOutput:
     trial: Trial
     load_stdout: str
     load_file: str  # raw copy, relative to the run directory's raw/ folder
-    server_log_file: str
     server_cpu_seconds: float
     harness_cpu_seconds: float
     wall_seconds: float
@@ -113,20 +112,20 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         (setting.raw_dir / f"{stem}-load.err").write_text(result.stderr)
         if not server_session.is_alive(server):
             raise TrialError(
-                f"{server_host.name}: the {trial.variant} server exited during trial {trial.index}: "
+                f"{server_host.name}: the {trial.variant} server exited during the load: "
                 f"{_last_line(server_session.read_text(server_log, tail_bytes=2000))} (log raw/{stem}-server.log)"
             )
         if result.exited == TIMEOUT_EXIT:
             raise TrialError(f"{client_host.name}: {load_argv[0]} did not finish within {variant.load.timeout:g} s "
                              f"(variants.{trial.variant}.load.timeout)")
         if result.exited != 0:
-            raise TrialError(f"{client_host.name}: {load_argv[0]} exited {result.exited} in trial {trial.index} "
-                             f"({trial.variant}): {_last_line(result.stderr or result.stdout)}")
+            raise TrialError(f"{client_host.name}: {load_argv[0]} exited {result.exited}: "
+                             f"{_last_line(result.stderr or result.stdout)} (raw/{stem}-load.err)")
         cpu_after = server_session.session_cpu_seconds(server)
         counters_after = {name: session.counters() for name, session in involved.items()}
         output = TrialOutput(
             trial=trial, load_stdout=result.stdout, load_file=f"{stem}-load.out",
-            server_log_file=f"{stem}-server.log", server_cpu_seconds=cpu_after - cpu_before,
+            server_cpu_seconds=cpu_after - cpu_before,
             harness_cpu_seconds=harness_cpu, wall_seconds=wall,
             host_changes={name: _changes(counters_before[name], counters_after[name]) for name in involved},
             host_cpus={name: counters_after[name].get("cpus", 1.0) for name in involved},

@@ -347,7 +347,7 @@ def _thresholds(spec, values) -> analyse.Thresholds:
     defaults = analyse.Thresholds(k=spec.analysis.k)
     noise = {}
     for pair in spec.pairs:
-        if (values["variant"] == pair.baseline).any() and values[values["variant"] == pair.baseline]["run"].nunique() >= 2:
+        if values.loc[values["variant"] == pair.baseline, "run"].nunique() >= 2:
             noise[pair.baseline] = analyse.noise_margin(values, pair.baseline, defaults)
     if not noise:
         return defaults

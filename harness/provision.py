@@ -26,7 +26,6 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -121,7 +120,6 @@ class Provisioner:
         self.cancel = cancel
         self._started_workdir: str | None = None
         self._last_private_dir: Path | None = None
-        self.last_seconds: float | None = None  # wall time of the last playbook call
 
     @staticmethod
     def workdir_for(run_id: str) -> str:
@@ -278,7 +276,6 @@ class Provisioner:
             raise Interrupted(f"interrupted before the {name} playbook ran")
         private_dir = self._fresh_private_dir(name)
         self._last_private_dir = private_dir
-        started = time.monotonic()
         # A short path: a ControlPath socket name must fit in 108 bytes.
         control_dir = tempfile.mkdtemp(prefix="harness-ssh-")
         try:
@@ -303,7 +300,6 @@ class Provisioner:
             raise ProvisionError(f"ansible-runner could not run {name}.yml: {exc}; see {private_dir}") from None
         finally:
             _close_ssh_masters(control_dir)
-        self.last_seconds = time.monotonic() - started
         stdout_path = Path(result.config.artifact_dir) / "stdout"
         if result.status == "canceled":
             raise Interrupted(f"interrupted during the {name} playbook on {', '.join(self.host_names)}")
