@@ -85,10 +85,16 @@ class PairVerdict:
     half_width: float | None = None
     # Runs per variant a straddling interval would need to decide; None for every other rule.
     runs_needed: int | None = None
+    condition: str = ""  # the swept values it was measured under, "" when nothing is swept
 
     def __post_init__(self):
         if self.verdict not in VERDICTS:
             raise ValueError(f"verdict {self.verdict!r} is not one of {', '.join(VERDICTS)}")
+
+    @property
+    def label(self) -> str:
+        """The pair, and its condition when there is one: "nginx · connections=64"."""
+        return f"{self.pair} · {self.condition}" if self.condition else self.pair
 
     def as_dict(self) -> dict:
         """Plain Python types only, NaN as None, so json.dumps accepts it."""
@@ -163,6 +169,7 @@ def compare_pair(
     thresholds: Thresholds = Thresholds(),
     not_applicable: str | None = None,
     invalid: str | None = None,
+    condition: str = "",
 ) -> PairVerdict:
     """Measure treatment against baseline and decide whether the claimed ratio holds.
 
@@ -218,7 +225,56 @@ def compare_pair(
         fraction_of_claim=fraction,
         half_width=relative_half_width(ci_low, ci_high) if _finite(ci_low, ci_high) else None,
         runs_needed=needed,
+        condition=condition,
     )
+
+
+# --- the claim as a whole -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimVerdict:
+    """One verdict for the claim over every pair and condition, and why."""
+
+    verdict: str
+    reason: str
+    counts: dict  # verdict -> how many pair/condition verdicts had it
+    best: PairVerdict | None  # the largest measured ratio among the tested ones
+
+    def as_dict(self) -> dict:
+        return {"verdict": self.verdict, "reason": self.reason, "counts": dict(self.counts),
+                "best": self.best.as_dict() if self.best else None}
+
+
+def claim_verdict(verdicts: list[PairVerdict]) -> ClaimVerdict:
+    """Summarise the per-condition verdicts; rules in order:
+
+    not applicable when every one is; reproduced when every tested one is; partially
+    reproduced when at least one is reproduced or partially reproduced (the claim holds
+    only somewhere, or only in part); inconclusive when any other is inconclusive (it
+    might still hold there); not reproduced otherwise.
+    """
+    counts = {name: sum(v.verdict == name for v in verdicts) for name in VERDICTS}
+    counts = {name: count for name, count in counts.items() if count}
+    tested = [v for v in verdicts if v.verdict != "not applicable"]
+    measured = [v for v in tested if v.measured_ratio is not None]
+    best = max(measured, key=lambda v: v.measured_ratio) if measured else None
+    tally = ", ".join(f"{count} {name}" for name, count in counts.items())
+    if not verdicts:
+        return ClaimVerdict("inconclusive", "Nothing was measured.", counts, None)
+    if not tested:
+        return ClaimVerdict("not applicable", verdicts[0].reason, counts, None)
+    best_text = (f" The largest measured gain is {_x(best.measured_ratio)} ({best.label})." if best else "")
+    claimed = _x(tested[0].claimed_ratio)
+    if counts.get("reproduced", 0) == len(tested):
+        verdict, how = "reproduced", f"The claim of {claimed} holds in every tested condition"
+    elif counts.get("reproduced", 0) or counts.get("partially reproduced", 0):
+        verdict, how = "partially reproduced", f"The claim of {claimed} holds only in part or only under some conditions"
+    elif counts.get("inconclusive", 0):
+        verdict, how = "inconclusive", f"No condition reproduced the claim of {claimed}, but some could not be decided"
+    else:
+        verdict, how = "not reproduced", f"No tested condition shows the claimed {claimed}"
+    return ClaimVerdict(verdict, f"{how} ({tally} of {len(verdicts)}).{best_text}", counts, best)
 
 
 def _check_positive(variant: str, means: np.ndarray) -> None:

@@ -259,7 +259,7 @@ def ratio_svg(
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xticks(sorted({1.0, *_nice_ticks(left / 1.35, right * 1.35)}))
-            ax.set_yticks(range(len(verdicts)), [v.pair for v in reversed(verdicts)])
+            ax.set_yticks(range(len(verdicts)), [v.label for v in reversed(verdicts)])
             ax.set_ylim(-0.7, max(1, len(verdicts)) - 0.3)
             ax.set_xlabel("ratio (> 1: treatment better)")
             ax.set_title(

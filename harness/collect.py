@@ -1,13 +1,17 @@
 """Load-generator output -> measurements -> pyperf files and a pandas table.
 
-A parser turns one trial's raw output into transfer times. The first
-`warmup_values` of each trial are warm-ups: kept in the pyperf file as warm-ups,
-left out of the analysis.
+A parser turns one run of a load generator's raw output into values, each the
+metric in seconds per unit (per transfer, per request, per call), and counts the
+units and the errors it saw. The first `warmup_values` of each trial are
+warm-ups: kept in the pyperf file as warm-ups, left out of the analysis.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +28,11 @@ GIB = 1 << 30
 
 @dataclass(frozen=True)
 class LoadResult:
-    seconds: tuple[float, ...]
+    seconds: tuple[float, ...]  # the metric, seconds per unit, one value per measurement
     bytes: tuple[int, ...]
     client_cpu_seconds: float | None
+    units: int = 0  # requests, calls or transfers done
+    errors: int = 0  # of those, failed ones (socket errors, bad status, wrong answers)
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class Measurement:
     variant: str
     repetition: int
     order: int  # the trial's position in the run
+    condition: str  # the swept values, "" when nothing is swept (plan.Condition.label)
     values: tuple[float, ...]
     warmups: tuple[float, ...]
     bytes_moved: int
@@ -46,10 +53,16 @@ class Measurement:
     load_file: str
     host_changes: dict
     host_cpus: dict
+    units: int = 0
+    errors: int = 0
 
     @property
     def server_cpu_seconds_per_gib(self) -> float:
         return self.server_cpu_seconds / (self.bytes_moved / GIB) if self.bytes_moved else float("nan")
+
+    @property
+    def server_cpu_seconds_per_unit(self) -> float:
+        return self.server_cpu_seconds / self.units if self.units else float("nan")
 
 
 def parse_fetch_json(text: str, source: str) -> LoadResult:
@@ -71,45 +84,132 @@ def parse_fetch_json(text: str, source: str) -> LoadResult:
         raise TrialError(f"{source}: the load generator reported no transfers")
     if any(value <= 0 for value in seconds):
         raise TrialError(f"{source}: a transfer time is not positive")
-    return LoadResult(tuple(seconds), tuple(sizes), client_cpu)
+    return LoadResult(tuple(seconds), tuple(sizes), client_cpu, units=len(seconds))
 
 
-PARSERS = {"fetch_json": parse_fetch_json}
+def parse_json_values(text: str, source: str) -> LoadResult:
+    """A client of our own: {"value": seconds per unit, "units": n, "errors": n} per
+    line, optionally {"client_cpu_seconds": s}."""
+    values, units, errors, client_cpu = [], 0, 0, None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if "client_cpu_seconds" in record:
+                client_cpu = float(record["client_cpu_seconds"])
+                continue
+            values.append(float(record["value"]))
+            units += int(record.get("units", 1))
+            errors += int(record.get("errors", 0))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise TrialError(f"{source}:{number}: not a json_values line: {line[:80]!r}") from None
+    return _checked(LoadResult(tuple(values), (), client_cpu, units=units, errors=errors), source)
+
+
+_WRK_RATE = re.compile(r"^Requests/sec:\s+([0-9.]+)", re.M)
+_WRK_TOTAL = re.compile(r"^\s*([0-9]+) requests in ([0-9.]+)(us|ms|s|m)", re.M)
+_WRK_SOCKET = re.compile(r"Socket errors: connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+)")
+_WRK_STATUS = re.compile(r"Non-2xx or 3xx responses: ([0-9]+)")
+
+
+def parse_wrk(text: str, source: str) -> LoadResult:
+    """wrk's summary: one value, seconds per request = 1 / Requests/sec."""
+    rate, total = _WRK_RATE.search(text), _WRK_TOTAL.search(text)
+    if not rate or not total:
+        raise TrialError(f"{source}: no 'Requests/sec' and 'N requests in' lines in wrk's output")
+    socket = _WRK_SOCKET.search(text)
+    status = _WRK_STATUS.search(text)
+    errors = (sum(int(n) for n in socket.groups()) if socket else 0) + (int(status.group(1)) if status else 0)
+    requests = int(total.group(1))
+    if float(rate.group(1)) <= 0 or requests == 0:
+        raise TrialError(f"{source}: wrk completed no requests")
+    return LoadResult((1.0 / float(rate.group(1)),), (), None, units=requests, errors=errors)
+
+
+_H2LOAD_RATE = re.compile(r"^finished in [0-9.]+\w*, ([0-9.]+) req/s", re.M)
+_H2LOAD_REQUESTS = re.compile(r"^requests: ([0-9]+) total, [0-9]+ started, ([0-9]+) done, ([0-9]+) succeeded, "
+                              r"([0-9]+) failed, ([0-9]+) errored", re.M)
+
+
+def parse_h2load(text: str, source: str) -> LoadResult:
+    """h2load's summary: one value, seconds per request = 1 / req/s."""
+    rate, requests = _H2LOAD_RATE.search(text), _H2LOAD_REQUESTS.search(text)
+    if not rate or not requests:
+        raise TrialError(f"{source}: no 'finished in' and 'requests:' lines in h2load's output")
+    total, _, succeeded, failed, errored = (int(n) for n in requests.groups())
+    if float(rate.group(1)) <= 0 or succeeded == 0:
+        raise TrialError(f"{source}: h2load completed no requests")
+    return LoadResult((1.0 / float(rate.group(1)),), (), None, units=total, errors=failed + errored)
+
+
+def parse_redis_benchmark(text: str, source: str) -> LoadResult:
+    """redis-benchmark --csv: a header row, then one row per test; a value per row = 1 / rps."""
+    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    if len(rows) < 2 or [cell.strip().lower() for cell in rows[0][:2]] != ["test", "rps"]:
+        raise TrialError(f"{source}: not redis-benchmark --csv output (a \"test\",\"rps\" header, then rows)")
+    values = []
+    for number, row in enumerate(rows[1:], 2):
+        try:
+            rate = float(row[1])
+        except (IndexError, ValueError):
+            raise TrialError(f"{source}:{number}: no requests per second in {','.join(row)[:80]!r}") from None
+        if rate <= 0:
+            raise TrialError(f"{source}:{number}: {row[0]} reports {rate:g} requests per second")
+        values.append(1.0 / rate)
+    return LoadResult(tuple(values), (), None)
+
+
+def _checked(result: LoadResult, source: str) -> LoadResult:
+    if not result.seconds:
+        raise TrialError(f"{source}: the load generator reported no values")
+    if any(not value > 0 for value in result.seconds):
+        raise TrialError(f"{source}: a value is not a positive number")
+    return result
+
+
+PARSERS = {"fetch_json": parse_fetch_json, "json_values": parse_json_values, "wrk": parse_wrk,
+           "h2load": parse_h2load, "redis_benchmark": parse_redis_benchmark}
 
 
 def measure(output: TrialOutput, parser: str, warmup_values: int) -> Measurement:
-    result = PARSERS[parser](output.load_stdout, f"raw/{output.load_file}")
-    if len(result.seconds) <= warmup_values:
-        raise TrialError(
-            f"raw/{output.load_file}: {len(result.seconds)} values but warmup_values is {warmup_values}: "
-            "no measured value is left"
-        )
+    """Parse every run of the trial's load generator; their values concatenate in order."""
+    results = [PARSERS[parser](stdout, f"raw/{name}") for stdout, name in zip(output.load_stdouts, output.load_files)]
+    seconds = tuple(value for result in results for value in result.seconds)
+    shown = f"raw/{output.load_files[0]}"
+    if len(seconds) <= warmup_values:
+        raise TrialError(f"{shown}: {len(seconds)} values but warmup_values is {warmup_values}: no measured value is left")
+    reported_cpu = [r.client_cpu_seconds for r in results if r.client_cpu_seconds is not None]
+    # The client's own account of its CPU if it gives one, else what the harness measured around it.
+    client_cpu = sum(reported_cpu) if reported_cpu else output.load_cpu_seconds
     return Measurement(
         variant=output.trial.variant, repetition=output.trial.repetition, order=output.trial.index,
-        values=result.seconds[warmup_values:], warmups=result.seconds[:warmup_values],
-        bytes_moved=sum(result.bytes), server_cpu_seconds=output.server_cpu_seconds,
-        client_cpu_seconds=result.client_cpu_seconds, harness_cpu_seconds=output.harness_cpu_seconds,
-        wall_seconds=output.wall_seconds, load_file=output.load_file,
+        condition=output.trial.condition.label,
+        values=seconds[warmup_values:], warmups=seconds[:warmup_values],
+        bytes_moved=sum(sum(r.bytes) for r in results), server_cpu_seconds=output.server_cpu_seconds,
+        client_cpu_seconds=client_cpu, harness_cpu_seconds=output.harness_cpu_seconds,
+        wall_seconds=output.wall_seconds, load_file=output.load_files[0],
         host_changes=output.host_changes, host_cpus=output.host_cpus,
+        units=sum(r.units for r in results), errors=sum(r.errors for r in results),
     )
 
 
 def values_frame(measurements: list[Measurement]) -> pd.DataFrame:
-    """Columns variant, run, value, order: measured values only (no warm-ups)."""
+    """Columns variant, condition, run, value, order: measured values only (no warm-ups)."""
     rows = [
-        {"variant": m.variant, "run": m.repetition, "value": value, "order": m.order}
+        {"variant": m.variant, "condition": m.condition, "run": m.repetition, "value": value, "order": m.order}
         for m in measurements for value in m.values
     ]
-    return pd.DataFrame(rows, columns=["variant", "run", "value", "order"])
+    return pd.DataFrame(rows, columns=["variant", "condition", "run", "value", "order"])
 
 
-def gates(m: Measurement, load_cpu_limit: float, steal_limit: float) -> list[dict]:
+def gates(m: Measurement, load_cpu_limit: float, steal_limit: float, error_limit: float = 0.01) -> list[dict]:
     """Checks that say whether a trial measured what it meant to measure."""
     results = []
 
     def gate(name, value, limit, passed, detail):
-        results.append({"variant": m.variant, "run": m.repetition, "gate": name, "value": value, "limit": limit,
-                        "passed": bool(passed), "detail": detail})
+        results.append({"variant": m.variant, "condition": m.condition, "run": m.repetition, "gate": name,
+                        "value": value, "limit": limit, "passed": bool(passed), "detail": detail})
 
     wall = m.wall_seconds or float("nan")
     server_share = m.server_cpu_seconds / wall
@@ -119,6 +219,10 @@ def gates(m: Measurement, load_cpu_limit: float, steal_limit: float) -> list[dic
         gate("load generator CPU", client_share, load_cpu_limit, not saturated,
              f"load generator {client_share:.0%} of a core, server {server_share:.0%}: "
              + ("the load generator, not the server, was measured" if saturated else "the server set the pace"))
+    if m.units:
+        share = m.errors / m.units
+        gate("load errors", share, error_limit, share <= error_limit,
+             f"{m.errors} of {m.units} requests failed (socket errors, bad status or wrong answers)")
     swapped = sum(changes.get("pswpin", 0) + changes.get("pswpout", 0) for changes in m.host_changes.values())
     gate("swap", swapped, 0, swapped == 0, f"{swapped:g} pages swapped in or out during the load")
     steal_share = max((changes.get("steal_seconds", 0.0) / (wall * m.host_cpus.get(host, 1.0))
@@ -135,27 +239,32 @@ def gates(m: Measurement, load_cpu_limit: float, steal_limit: float) -> list[dic
 def costs_frame(measurements: list[Measurement]) -> pd.DataFrame:
     """Per trial CPU costs: the server's CPU per GiB is where sendfile saves work."""
     rows = [
-        {"variant": m.variant, "run": m.repetition, "order": m.order, "server_cpu_seconds": m.server_cpu_seconds,
-         "server_cpu_s_per_gib": m.server_cpu_seconds_per_gib, "client_cpu_seconds": m.client_cpu_seconds,
+        {"variant": m.variant, "condition": m.condition, "run": m.repetition, "order": m.order,
+         "server_cpu_seconds": m.server_cpu_seconds, "server_cpu_s_per_gib": m.server_cpu_seconds_per_gib,
+         "units": m.units, "errors": m.errors, "server_cpu_s_per_unit": m.server_cpu_seconds_per_unit,
+         "client_cpu_seconds": m.client_cpu_seconds,
          "harness_cpu_seconds": m.harness_cpu_seconds, "wall_seconds": m.wall_seconds,
          # The whole host's busy CPU (user, nice, system, irq, softirq) over the window, per host.
          "host_busy_cpu_seconds": ";".join(f"{host}={changes['busy_seconds']:.3f}"
                                            for host, changes in m.host_changes.items() if "busy_seconds" in changes)}
         for m in measurements
     ]
-    return pd.DataFrame(rows, columns=["variant", "run", "order", "server_cpu_seconds", "server_cpu_s_per_gib",
+    return pd.DataFrame(rows, columns=["variant", "condition", "run", "order", "server_cpu_seconds",
+                                       "server_cpu_s_per_gib", "units", "errors", "server_cpu_s_per_unit",
                                        "client_cpu_seconds", "harness_cpu_seconds", "wall_seconds",
                                        "host_busy_cpu_seconds"])
 
 
-def write_pyperf(measurements: list[Measurement], variant: str, benchmark_name: str, path: Path) -> None:
+def write_pyperf(measurements: list[Measurement], variant: str, benchmark_name: str, path: Path,
+                 condition: str = "") -> None:
     """One pyperf.Run per repetition; every variant's file uses the same benchmark name,
     so `python -m pyperf compare_to baseline.json treatment.json` pairs them."""
     runs = []
-    for m in sorted((m for m in measurements if m.variant == variant), key=lambda m: m.repetition):
+    own = (m for m in measurements if m.variant == variant and m.condition == condition)
+    for m in sorted(own, key=lambda m: m.repetition):
         metadata = {
             "name": benchmark_name, "unit": "second", "loops": 1,
-            "variant": variant, "repetition": m.repetition,
+            "variant": variant, "repetition": m.repetition, **({"condition": condition} if condition else {}),
             "server_cpu_seconds": m.server_cpu_seconds, "bytes_moved": m.bytes_moved,
         }
         if m.client_cpu_seconds is not None:

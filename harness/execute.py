@@ -2,13 +2,15 @@
 generator once, and always stop both (in `finally`, with signals held off).
 
 The trial records the server's CPU time over the load (from /proc, read before
-and after, never during) and this process's own CPU time over the same window,
-so a report shows whether the harness stayed off the CPU while it measured.
+and after, never during), the load generator's (from the shell's `times` after
+it exits) and this process's own CPU time over the same window, so a report
+shows whether the harness stayed off the CPU while it measured.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import time
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from harness.linkdelay import start_delay_proxy
 from harness.plan import Trial
 from harness.provision import Workspace
 from harness.remote import Background, HostSession
-from harness.spec import ExperimentSpec, Variant, fill
+from harness.spec import DELAY_KEY, ExperimentSpec, Variant, fill
 
 TIMEOUT_EXIT = 124  # coreutils timeout's status when the time ran out
 PROXY_ADDRESS = "127.0.0.1"  # the delay proxy listens on the client host's loopback
@@ -49,8 +51,9 @@ class TrialSetting:
 @dataclass(frozen=True)
 class TrialOutput:
     trial: Trial
-    load_stdout: str
-    load_file: str  # raw copy, relative to the run directory's raw/ folder
+    load_stdouts: tuple[str, ...]  # one per run of the load command (load.runs)
+    load_files: tuple[str, ...]  # their raw copies, relative to the run directory's raw/ folder
+    load_cpu_seconds: float | None  # the load generator's CPU time over all its runs
     server_cpu_seconds: float
     harness_cpu_seconds: float
     wall_seconds: float
@@ -66,11 +69,12 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
     server_session = setting.sessions[server_host.name]
     client_session = setting.sessions[client_host.name]
     stem = f"{trial.index:03d}-{trial.variant}"
-    values = _placeholder_values(setting, variant, server_host)
+    values = _placeholder_values(setting, variant, server_host, trial)
     if variant.server.config:
         _install_config(setting, variant, values, server_session, stem)
     load_values = dict(values)
-    if setting.proxy_delay_ms:
+    delay_ms = _delay_ms(setting, trial)
+    if delay_ms:
         load_values.update(server_address=PROXY_ADDRESS, port=variant.server.port + PROXY_PORT_OFFSET)
     server_argv = [fill(word, values) for word in variant.server.command]
     load_argv = [fill(word, load_values) for word in variant.load.command]
@@ -87,12 +91,13 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
             server = server_session.start_background(server_argv, setting.workspace.workdir, server_log,
                                                      variant.server.cpus)
         signals.check()
-        server_session.wait_listening(server, variant.server.port, variant.server.ready_timeout)
-        if setting.proxy_delay_ms:
+        server_session.wait_listening(server, variant.server.port, variant.server.ready_timeout,
+                                      variant.server.protocol)
+        if delay_ms:
             with signals.deferred():
                 proxy = start_delay_proxy(
                     client_session, f"{PROXY_ADDRESS}:{load_values['port']}",
-                    f"{server_host.service_address}:{values['port']}", setting.proxy_delay_ms,
+                    f"{server_host.service_address}:{values['port']}", delay_ms,
                     setting.workspace.workdir, copy_program=not client_host.local,
                 )
             signals.check()
@@ -101,30 +106,29 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         cpu_before = server_session.session_cpu_seconds(server)
         harness_before = _own_cpu_seconds()
         started = time.monotonic()
-        result = client_session.shell(
-            _load_script(load_argv, load_pidfile, variant.load.cpus, variant.load.timeout),
-            timeout=variant.load.timeout + 30, check=False, shown=load_argv[0],
-        )
+        stdouts, files, load_cpu = [], [], 0.0
+        for run in range(variant.load.runs):
+            signals.check()
+            name = f"{stem}-load" + (f"-{run + 1}" if variant.load.runs > 1 else "")
+            result = client_session.shell(
+                _load_script(load_argv, load_pidfile, variant.load.cpus, variant.load.timeout),
+                timeout=variant.load.timeout + 30, check=False, shown=load_argv[0],
+            )
+            stderr, cpu = _split_load_cpu(result.stderr)
+            (setting.raw_dir / f"{name}.out").write_text(result.stdout)
+            (setting.raw_dir / f"{name}.err").write_text(stderr)
+            _check_load_run(result.exited, stderr or result.stdout, trial, variant, load_argv, client_host,
+                            server_session, server, server_host, server_log, stem, name)
+            stdouts.append(result.stdout)
+            files.append(f"{name}.out")
+            load_cpu = load_cpu + cpu if cpu is not None and load_cpu is not None else None
         wall = time.monotonic() - started
         harness_cpu = _own_cpu_seconds() - harness_before
         load_done = True
-        (setting.raw_dir / f"{stem}-load.out").write_text(result.stdout)
-        (setting.raw_dir / f"{stem}-load.err").write_text(result.stderr)
-        if not server_session.is_alive(server):
-            raise TrialError(
-                f"{server_host.name}: the {trial.variant} server exited during the load: "
-                f"{_last_line(server_session.read_text(server_log, tail_bytes=2000))} (log raw/{stem}-server.log)"
-            )
-        if result.exited == TIMEOUT_EXIT:
-            raise TrialError(f"{client_host.name}: {load_argv[0]} did not finish within {variant.load.timeout:g} s "
-                             f"(variants.{trial.variant}.load.timeout)")
-        if result.exited != 0:
-            raise TrialError(f"{client_host.name}: {load_argv[0]} exited {result.exited}: "
-                             f"{_last_line(result.stderr or result.stdout)} (raw/{stem}-load.err)")
         cpu_after = server_session.session_cpu_seconds(server)
         counters_after = {name: session.counters() for name, session in involved.items()}
         output = TrialOutput(
-            trial=trial, load_stdout=result.stdout, load_file=f"{stem}-load.out",
+            trial=trial, load_stdouts=tuple(stdouts), load_files=tuple(files), load_cpu_seconds=load_cpu,
             server_cpu_seconds=cpu_after - cpu_before,
             harness_cpu_seconds=harness_cpu, wall_seconds=wall,
             host_changes={name: _changes(counters_before[name], counters_after[name]) for name in involved},
@@ -172,13 +176,38 @@ def _clean_up(server_session, client_session, server, proxy, server_log, load_pi
     return problems
 
 
-def _placeholder_values(setting: TrialSetting, variant: Variant, server_host: Host) -> dict:
+def _check_load_run(exited, output, trial, variant, load_argv, client_host, server_session, server, server_host,
+                    server_log, stem, name) -> None:
+    """One run of the load generator went wrong: say how, naming the host and the raw file."""
+    if not server_session.is_alive(server):
+        raise TrialError(
+            f"{server_host.name}: the {trial.variant} server exited during the load: "
+            f"{_last_line(server_session.read_text(server_log, tail_bytes=2000))} (log raw/{stem}-server.log)"
+        )
+    if exited == TIMEOUT_EXIT:
+        raise TrialError(f"{client_host.name}: {load_argv[0]} did not finish within {variant.load.timeout:g} s "
+                         f"(variants.{trial.variant}.load.timeout)")
+    if exited != 0:
+        raise TrialError(f"{client_host.name}: {load_argv[0]} exited {exited}: {_last_line(output)} (raw/{name}.err)")
+
+
+def _delay_ms(setting: TrialSetting, trial: Trial) -> float | None:
+    """The one-way delay the proxy adds: the condition's swept delay_ms, else the link's."""
+    swept = trial.condition.as_dict().get(DELAY_KEY)
+    if swept is not None:
+        return float(swept) or None
+    return setting.proxy_delay_ms
+
+
+def _placeholder_values(setting: TrialSetting, variant: Variant, server_host: Host, trial: Trial) -> dict:
     workspace = setting.workspace
     values = dict(setting.parameters)
+    values.update(trial.condition.as_dict())
     values.update(
         workdir=workspace.workdir, workload=workspace.workload, bin=workspace.bin, data=workspace.data,
         port=variant.server.port, server_address=server_host.service_address,
         config=f"{workspace.workdir}/{variant.server.port}.conf",
+        python=getattr(workspace, "python", "python3"),
     )
     return values
 
@@ -201,10 +230,32 @@ def _install_config(setting, variant, values, session: HostSession, stem: str) -
     session.put(local, values["config"])
 
 
+LOAD_CPU_MARK = "harness-load-cpu:"
+
+
 def _load_script(argv: list[str], pidfile: str, cpus: str | None, timeout: float) -> str:
-    # exec keeps the pid: the file names `timeout`, which leads the load's process group.
+    # The pid file names `timeout`, which leads the load's process group. The shell
+    # waits for it and then reports its children's CPU time (`times`, second line)
+    # through a file: `times` in a pipe or $(...) would run in a subshell and see none.
     command = ["timeout", "--kill-after=5", f"{timeout:g}"] + (["taskset", "-c", cpus] if cpus else []) + argv
-    return f"echo $$ >{shlex.quote(pidfile)}\nexec {shlex.join(command)}"
+    pid, cpu = shlex.quote(pidfile), shlex.quote(pidfile + ".times")
+    return (f"{shlex.join(command)} &\necho $! >{pid}\nwait $!\nrc=$?\ntimes >{cpu}\n"
+            f"echo \"{LOAD_CPU_MARK} $(tail -n 1 {cpu})\" >&2\nexit $rc")
+
+
+_TIMES = re.compile(r"([0-9]+)m([0-9.]+)s")
+
+
+def _split_load_cpu(stderr: str) -> tuple[str, float | None]:
+    """Take the CPU line _load_script appends off the load generator's stderr."""
+    lines = stderr.rstrip("\n").split("\n")
+    if not lines or not lines[-1].startswith(LOAD_CPU_MARK):
+        return stderr, None
+    clock = _TIMES.findall(lines[-1])
+    rest = "\n".join(lines[:-1])
+    if len(clock) != 2:
+        return rest, None
+    return (rest + "\n" if rest else ""), sum(int(minutes) * 60 + float(seconds) for minutes, seconds in clock)
 
 
 def _changes(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

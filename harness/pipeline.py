@@ -166,14 +166,15 @@ def _run_rounds(spec, plan: Plan, setting: TrialSetting, gathered: _Gathered, pr
                 raise type(exc)(f"trial {trial.index + 1} {of} ({trial.variant}): {exc}") from None
             measurement = collect.measure(output, spec.variants[trial.variant].load.parser, spec.warmup_values)
             gathered.measurements.append(measurement)
-            progress("trial", {"index": trial.index, "variant": trial.variant,
+            progress("trial", {"index": trial.index, "variant": trial.variant, "condition": trial.condition.label,
                                "seconds": sum(measurement.values) / len(measurement.values)})
         gathered.rounds += 1
         if gathered.rounds < stopping.minimum:
             continue
-        widths = _half_widths(spec, gathered.measurements)
+        widths = _half_widths(spec, plan, gathered.measurements)
         if all(width is not None and width <= stopping.target for width in widths.values()):
-            gathered.stop_reason = (f"every pair's {analyse.Thresholds().confidence:.0%} interval is within "
+            gathered.stop_reason = (f"every pair's {analyse.Thresholds().confidence:.0%} interval"
+                                    f"{' in every condition' if len(plan.conditions) > 1 else ''} is within "
                                     f"±{stopping.target:.1%} of its ratio")
             return
         if gathered.rounds >= stopping.maximum:
@@ -188,13 +189,15 @@ def _run_rounds(spec, plan: Plan, setting: TrialSetting, gathered: _Gathered, pr
         signals.check()
 
 
-def _half_widths(spec, measurements) -> dict[str, float | None]:
+def _half_widths(spec, plan: Plan, measurements) -> dict[tuple[str, str], float | None]:
     values = collect.values_frame(measurements)
     widths = {}
-    for pair in spec.pairs:
-        verdict = analyse.compare_pair(values, pair=pair.name, baseline=pair.baseline, treatment=pair.treatment,
-                                       claimed_ratio=spec.claim.claimed_ratio, better=spec.claim.better)
-        widths[pair.name] = verdict.half_width
+    for condition in plan.conditions:
+        own = values[values["condition"] == condition.label]
+        for pair in spec.pairs:
+            verdict = analyse.compare_pair(own, pair=pair.name, baseline=pair.baseline, treatment=pair.treatment,
+                                           claimed_ratio=spec.claim.claimed_ratio, better=spec.claim.better)
+            widths[(pair.name, condition.label)] = verdict.half_width
     return widths
 
 
@@ -231,7 +234,7 @@ def _proxy_delay(spec, links: dict[str, str] | None) -> float | None:
 def _check_ports_free(spec, hosts_by_role, sessions: dict[str, HostSession]) -> None:
     for name, variant in spec.variants.items():
         for host in hosts_by_role[variant.server.role][:1]:
-            if sessions[host.name].port_in_use(variant.server.port):
+            if sessions[host.name].port_in_use(variant.server.port, variant.server.protocol):
                 raise HarnessError(
                     f"{host.name}: port {variant.server.port} (variants.{name}.server.port) is already in use; "
                     "stop what listens there or pick another port"
@@ -247,25 +250,41 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
     costs = collect.costs_frame(measurements)
     run.write_text("measurements.csv", values.to_csv(index=False))
     run.write_text("costs.csv", costs.to_csv(index=False))
-    for variant in plan.variants:
-        collect.write_pyperf(measurements, variant, spec.claim.id, run.pyperf_file(variant))
+    swept = len(plan.conditions) > 1
+    for number, condition in enumerate(plan.conditions):
+        for variant in plan.variants:
+            collect.write_pyperf(measurements, variant, spec.claim.id,
+                                 run.pyperf_file(variant, number if swept else None), condition.label)
 
     gate_rows = [row for m in measurements
-                 for row in collect.gates(m, spec.analysis.gate_load_cpu, spec.analysis.gate_steal)]
+                 for row in collect.gates(m, spec.analysis.gate_load_cpu, spec.analysis.gate_steal,
+                                          spec.analysis.gate_errors)]
     run.write_text("gates.csv", pd.DataFrame(gate_rows, columns=GATE_COLUMNS).to_csv(index=False))
-    thresholds = _thresholds(spec, values)
-    verdicts = [
-        analyse.compare_pair(values, pair=pair.name, baseline=pair.baseline, treatment=pair.treatment,
-                             claimed_ratio=spec.claim.claimed_ratio, better=spec.claim.better, thresholds=thresholds,
-                             invalid=_invalid(gate_rows, pair))
-        for pair in spec.pairs
-    ]
-    pyperf_lines = [_pyperf_compare(run, pair, verdict) for pair, verdict in zip(spec.pairs, verdicts)]
+    verdicts, pyperf_lines, thresholds_by_condition = [], [], {}
+    for number, condition in enumerate(plan.conditions):
+        own = values[values["condition"] == condition.label]
+        thresholds = thresholds_by_condition[condition.label] = _thresholds(spec, own)
+        for pair in spec.pairs:
+            verdict = analyse.compare_pair(
+                own, pair=pair.name, baseline=pair.baseline, treatment=pair.treatment,
+                claimed_ratio=spec.claim.claimed_ratio, better=spec.claim.better, thresholds=thresholds,
+                invalid=_invalid(gate_rows, pair, condition.label), condition=condition.label)
+            verdicts.append(verdict)
+            pyperf_lines.append(_pyperf_compare(run, pair, verdict, number if swept else None))
+    thresholds = thresholds_by_condition[plan.conditions[0].label]
+    summary_verdict = analyse.claim_verdict(verdicts)
     status = _status(gathered.error)
     conditions = _conditions(spec, hosts_by_role, plan, gathered)
+    run.write_json("summary.json", {
+        "claim_id": spec.claim.id, "claimed_ratio": spec.claim.claimed_ratio, "status": status,
+        "sweep": {key: list(values) for key, values in spec_module.sweep_for(spec, plan.quick).items()},
+        **summary_verdict.as_dict(),
+    })
     run.write_json("verdicts.json", [
         {
             "claim_id": spec.claim.id,
+            "condition": dict(_condition_of(plan, v.condition).values),
+            "condition_label": v.condition,
             "pair": [v.baseline, v.treatment],
             "pair_name": v.pair,
             "claimed_ratio": v.claimed_ratio,
@@ -280,9 +299,9 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
             "n_treatment": v.n_treatment,
             "half_width": v.half_width,
             "runs_needed": v.runs_needed,
-            "k": thresholds.k,
-            "margin": thresholds.margin,
-            "margin_source": thresholds.margin_source,
+            "k": thresholds_by_condition[v.condition].k,
+            "margin": thresholds_by_condition[v.condition].margin,
+            "margin_source": thresholds_by_condition[v.condition].margin_source,
             "pyperf_compare_to": line["line"],
             "pyperf_note": line["note"],
             "conditions": conditions,
@@ -292,7 +311,11 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
     finished = _now()
     manifest = _manifest(spec, digest, experiment_path, inventory, plan, run, gathered, status, finished, costs)
     run.write_json("manifest.json", manifest)
-    summary = analyse.summarise(values)
+    # With a sweep, tables and charts show each variant under each condition as its own series.
+    shown_values, series = _series(values, plan)
+    shown_costs, _ = _series(costs, plan)
+    summary = analyse.summarise(shown_values)
+    labels = [label for label, _ in series]
     context = {
         "run_id": run.run_id,
         "status": status,
@@ -304,16 +327,18 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
             "metric": spec.claim.metric, "unit": spec.claim.unit, "better": spec.claim.better,
         },
         "conditions": conditions,
-        "variants": [{"name": name, "description": spec.variants[name].description} for name in plan.variants],
+        "claim_verdict": summary_verdict,
+        "sweep": spec_module.sweep_for(spec, plan.quick),
+        "variants": [{"name": label, "description": spec.variants[name].description} for label, name in series],
         "summary": summary,
-        "costs": _cost_table(costs, plan.variants),
+        "costs": _cost_table(shown_costs, [label for label, _ in series]),
         "verdicts": verdicts,
         "thresholds": thresholds,
         "charts": {
-            "values": charts.run_values_svg(values, plan.variants, spec.claim.unit) if not values.empty else "",
+            "values": charts.run_values_svg(shown_values, labels, spec.claim.unit) if not values.empty else "",
             "ratios": charts.ratio_svg(verdicts, thresholds) if not values.empty else "",
-            "sequence": charts.run_sequence_svg(values, plan.variants, spec.claim.unit) if not values.empty else "",
-            "distribution": charts.distribution_svg(values, plan.variants, spec.claim.unit) if not values.empty else "",
+            "sequence": charts.run_sequence_svg(shown_values, labels, spec.claim.unit) if not values.empty else "",
+            "distribution": charts.distribution_svg(shown_values, labels, spec.claim.unit) if not values.empty else "",
         },
         "gates": gate_rows,
         "pyperf": pyperf_lines,
@@ -321,7 +346,7 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
             "reason": gathered.stop_reason or "the run stopped early",
             "repetitions": gathered.rounds,
             "target_half_width": plan.stopping.target,
-            "achieved": {v.pair: v.half_width for v in verdicts},
+            "achieved": {v.label: v.half_width for v in verdicts},
         },
         "files": [{"label": name, "href": name} for name in run.files() if name != "index.html"],
         "notes": _notes(spec, hosts_by_role, gathered, measurements),
@@ -332,7 +357,19 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
     return RunOutcome(run_dir=run.path, status=status, verdicts=verdicts)
 
 
-GATE_COLUMNS = ["variant", "run", "gate", "value", "limit", "passed", "detail"]
+def _series(frame: pd.DataFrame, plan: Plan) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """(label, variant) for every variant under every condition, and the frame with its
+    variant column renamed to those labels; unchanged when nothing is swept."""
+    if len(plan.conditions) == 1:
+        return frame, [(name, name) for name in plan.variants]
+    series = [(f"{name} · {condition.label}", name, condition.label)
+              for condition in plan.conditions for name in plan.variants]
+    renamed = frame.copy()
+    renamed["variant"] = [f"{variant} · {condition}" for variant, condition in zip(frame["variant"], frame["condition"])]
+    return renamed, [(label, name) for label, name, _ in series]
+
+
+GATE_COLUMNS = ["variant", "condition", "run", "gate", "value", "limit", "passed", "detail"]
 
 
 MARGIN_CAP = 0.05  # a noisy host never makes a significant gain above 5% count as "no gain"
@@ -358,9 +395,14 @@ def _thresholds(spec, values) -> analyse.Thresholds:
     return analyse.Thresholds(k=spec.analysis.k, margin=noise[noisiest], margin_source=f"A/A noise of {noisiest}")
 
 
-def _invalid(gate_rows: list[dict], pair) -> str | None:
+def _condition_of(plan: Plan, label: str):
+    return next(condition for condition in plan.conditions if condition.label == label)
+
+
+def _invalid(gate_rows: list[dict], pair, condition: str = "") -> str | None:
     """Why the pair's runs cannot be trusted: the first failed gate, and how many failed."""
-    failed = [row for row in gate_rows if not row["passed"] and row["variant"] in (pair.baseline, pair.treatment)]
+    failed = [row for row in gate_rows if not row["passed"] and row["variant"] in (pair.baseline, pair.treatment)
+              and row["condition"] == condition]
     if not failed:
         return None
     first = failed[0]
@@ -368,17 +410,18 @@ def _invalid(gate_rows: list[dict], pair) -> str | None:
             f" ({len(failed)} failed gate{'s' if len(failed) > 1 else ''} in this pair; gates.csv)")
 
 
-def _pyperf_compare(run: RunDirectory, pair, verdict) -> dict:
+def _pyperf_compare(run: RunDirectory, pair, verdict, condition: int | None = None) -> dict:
     """pyperf's own comparison of the two files, kept beside ours as a cross-check."""
-    files = [run.pyperf_file(pair.baseline), run.pyperf_file(pair.treatment)]
+    files = [run.pyperf_file(pair.baseline, condition), run.pyperf_file(pair.treatment, condition)]
     if not all(path.exists() for path in files):
-        return {"pair": pair.name, "line": "no pyperf files (no completed runs)", "note": None}
+        return {"pair": verdict.label, "line": "no pyperf files (no completed runs)", "note": None}
     result = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", *map(str, files)],
                             capture_output=True, text=True, timeout=120)
     output = (result.stdout.strip() or result.stderr.strip())
-    run.write_text(f"pyperf/compare-{pair.name}.txt", output + "\n")
+    suffix = "" if condition is None else f"-c{condition}"
+    run.write_text(f"pyperf/compare-{pair.name}{suffix}.txt", output + "\n")
     line = output.splitlines()[-1] if output else "pyperf compare_to printed nothing"
-    return {"pair": pair.name, "line": line, "note": analyse.cross_check(verdict, line)}
+    return {"pair": verdict.label, "line": line, "note": analyse.cross_check(verdict, line)}
 
 
 def _status(error: HarnessError | None) -> str:
@@ -400,6 +443,9 @@ def _cost_table(costs, variants: list[str]) -> list[dict]:
             "variant": variant,
             "trials": len(own),
             "server_cpu_s_per_gib": float(own["server_cpu_s_per_gib"].mean()),
+            "server_cpu_s_per_unit": float(own["server_cpu_s_per_unit"].mean()),
+            "units": int(own["units"].sum()),
+            "errors": int(own["errors"].sum()),
             "client_cpu_seconds": float(own["client_cpu_seconds"].mean()) if own["client_cpu_seconds"].notna().any() else None,
             "harness_cpu_seconds": float(own["harness_cpu_seconds"].mean()),
             "wall_seconds": float(own["wall_seconds"].mean()),
@@ -422,6 +468,8 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
     conditions.update(gathered.links or {})
     for key, value in plan.parameters.items():
         conditions[f"parameter {key}"] = str(value)
+    for key, values in spec_module.sweep_for(spec, plan.quick).items():
+        conditions[f"swept {key}"] = ", ".join(map(str, values))
     conditions["repetitions"] = f"{gathered.rounds} (at least {plan.stopping.minimum}, at most {plan.stopping.maximum})"
     conditions["trial order seed"] = str(plan.seed)
     conditions["warm-up values per trial"] = str(spec.warmup_values)

@@ -1,18 +1,37 @@
 """Experiment spec -> the trials to run, round by round.
 
-A trial is one repetition of one variant: start its server, run its load
-generator once, stop the server. A round runs every variant once, in an order
-shuffled with a recorded seed, so that drift on the host and order effects
-(caches, a variant always following another) fall on all variants alike.
-Rounds repeat until the stopping rule says enough (see spec.Stopping).
+A condition is one combination of the swept parameters' values (one condition
+with no values when nothing is swept). A trial is one repetition of one variant
+under one condition: start its server, run its load generator, stop the server.
+A round runs every variant under every condition once, in an order shuffled with
+a recorded seed, so that drift on the host and order effects (caches, a variant
+always following another) fall on all variants and conditions alike. Rounds
+repeat until the stopping rule says enough (see spec.Stopping).
 """
 
 from __future__ import annotations
 
+import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from harness.spec import ExperimentSpec, Stopping, parameters_for, stopping_for
+from harness.spec import ExperimentSpec, Stopping, parameters_for, stopping_for, sweep_for
+
+
+@dataclass(frozen=True)
+class Condition:
+    values: tuple[tuple[str, object], ...]  # (swept parameter, value), in the sweep's order
+
+    @property
+    def label(self) -> str:
+        """"connections=64, response_size=16384"; "" when nothing is swept."""
+        return ", ".join(f"{key}={value}" for key, value in self.values)
+
+    def as_dict(self) -> dict:
+        return dict(self.values)
+
+
+NO_SWEEP = Condition(())
 
 
 @dataclass(frozen=True)
@@ -20,6 +39,7 @@ class Trial:
     index: int  # position in the run, from 0
     variant: str
     repetition: int  # from 0: the round it belongs to
+    condition: Condition = NO_SWEEP
 
 
 @dataclass(frozen=True)
@@ -29,18 +49,26 @@ class Plan:
     parameters: dict
     quick: bool
     seed: int
+    conditions: tuple[Condition, ...] = field(default=(NO_SWEEP,))
 
     @property
     def repetitions(self) -> int:
         """The rounds that always run."""
         return self.stopping.minimum
 
+    @property
+    def trials_per_round(self) -> int:
+        return len(self.variants) * len(self.conditions)
+
     def round(self, repetition: int) -> tuple[Trial, ...]:
-        """Round `repetition`: every variant once, in this round's seeded order."""
-        order = list(self.variants)
+        """Round `repetition`: every variant under every condition once, in this round's seeded order."""
+        order = [(condition, variant) for condition in self.conditions for variant in self.variants]
+        if len(self.conditions) == 1:  # the order of runs made before sweeps existed
+            order = [(self.conditions[0], variant) for variant in self.variants]
         random.Random(f"{self.seed}:{repetition}").shuffle(order)
-        first = repetition * len(self.variants)
-        return tuple(Trial(first + i, variant, repetition) for i, variant in enumerate(order))
+        first = repetition * self.trials_per_round
+        return tuple(Trial(first + i, variant, repetition, condition)
+                     for i, (condition, variant) in enumerate(order))
 
     @property
     def trials(self) -> tuple[Trial, ...]:
@@ -49,10 +77,22 @@ class Plan:
 
     @property
     def most_trials(self) -> int:
-        return self.stopping.maximum * len(self.variants)
+        return self.stopping.maximum * self.trials_per_round
+
+    def parameters_for(self, trial: Trial) -> dict:
+        """The values a trial's {placeholders} take: fixed parameters plus its condition's."""
+        return {**self.parameters, **trial.condition.as_dict()}
+
+
+def conditions(sweep: dict[str, list]) -> tuple[Condition, ...]:
+    """Every combination of the swept values, the first key varying slowest."""
+    if not sweep:
+        return (NO_SWEEP,)
+    keys = list(sweep)
+    return tuple(Condition(tuple(zip(keys, combination))) for combination in itertools.product(*sweep.values()))
 
 
 def make_plan(spec: ExperimentSpec, quick: bool, seed: int, target: float | None = None) -> Plan:
     variants = tuple(dict.fromkeys(name for pair in spec.pairs for name in (pair.baseline, pair.treatment)))
     return Plan(variants=variants, stopping=stopping_for(spec, quick, target), parameters=parameters_for(spec, quick),
-                quick=quick, seed=seed)
+                quick=quick, seed=seed, conditions=conditions(sweep_for(spec, quick)))

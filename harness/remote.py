@@ -175,13 +175,15 @@ class HostSession:
         except (ValueError, IndexError):
             raise HostError(f"{self.host.name}: could not start {argv[0]}: {output.stdout.strip()!r}") from None
 
-    def wait_listening(self, server: Background, port: int, timeout: float) -> None:
-        """Wait in one host-side loop until the port listens; fail fast if the server dies."""
+    def wait_listening(self, server: Background, port: int, timeout: float, protocol: str = "tcp") -> None:
+        """Wait in one host-side loop until the port listens (tcp) or is bound (udp);
+        fail fast if the server dies."""
+        sockets = {"tcp": "-Hltn", "udp": "-Hlun"}[protocol]
         script = f"""
 pid={server.pid}; port={port}; end=$(( $(date +%s) + {int(timeout) + 1} ))
 while :; do
   {_ALIVE} || {{ echo exited; exit 3; }}
-  [ -n "$(ss -Hltn "sport = :$port")" ] && {{ echo ready; exit 0; }}
+  [ -n "$(ss {sockets} "sport = :$port")" ] && {{ echo ready; exit 0; }}
   [ "$(date +%s)" -ge "$end" ] && {{ echo timeout; exit 4; }}
   sleep 0.05
 done"""
@@ -242,8 +244,9 @@ true"""
                 continue
         return values
 
-    def port_in_use(self, port: int) -> bool:
-        return bool(self.run(["ss", "-Hltn", f"sport = :{port}"], timeout=30).stdout.strip())
+    def port_in_use(self, port: int, protocol: str = "tcp") -> bool:
+        sockets = {"tcp": "-Hltn", "udp": "-Hlun"}[protocol]
+        return bool(self.run(["ss", sockets, f"sport = :{port}"], timeout=30).stdout.strip())
 
 
 # A process is alive when /proc has it and it is not a zombie awaiting its reaper.

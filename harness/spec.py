@@ -32,6 +32,7 @@ PositiveInt = Annotated[int, Field(gt=0)]
 Port = Annotated[int, Field(ge=1024, le=65535)]
 CpuList = Annotated[str, Field(pattern=r"^[0-9]+([-,][0-9]+)*$")]
 ParamValue = str | int | float
+SweepValues = Annotated[list[ParamValue], Field(min_length=1, max_length=64)]
 
 
 class Model(BaseModel):
@@ -71,11 +72,30 @@ class DataFile(Model):
     size: str  # "256MiB", "1GiB" or a "{parameter}"
 
 
+class NetTuning(Model):
+    """Receive/transmit steering for the device that carries each host's service
+    address; every value is read back after writing and restored after the run."""
+
+    rps_cpus: Annotated[str, Field(pattern=r"^[0-9a-fA-F,]+$")] | None = None  # hex CPU mask
+    xps_cpus: Annotated[str, Field(pattern=r"^[0-9a-fA-F,]+$")] | None = None
+    rps_flow_cnt: Annotated[int, Field(ge=0, le=1 << 20)] | None = None
+    rps_sock_flow_entries: Annotated[int, Field(ge=0, le=1 << 24)] | None = None
+    channels: Annotated[int, Field(ge=1, le=1024)] | None = None  # ethtool -L combined N
+    irq_cpus: CpuList | None = None
+
+
+# A pip requirement: a name, optional extras, optional version constraints; nothing a shell reads.
+Requirement = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9_,-]+\])?([<>=!~]=?[A-Za-z0-9.*+-]+,?)*$",
+                                   max_length=200)]
+
+
 class Provision(Model):
     packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]*$")]] = []
     sysctls: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]+(\.[a-zA-Z0-9_-]+)+$")], str | int] = {}
     builds: list[Build] = []
     data: list[DataFile] = []
+    pip: list[Requirement] = []  # installed into a venv on every host; commands use {python}
+    net: NetTuning | None = None
 
 
 class Link(Model):
@@ -103,14 +123,16 @@ class Server(Model):
     config: ConfigFile | None = None
     cpus: CpuList | None = None
     ready_timeout: Annotated[float, Field(gt=0, le=300)] = 20.0
+    protocol: Literal["tcp", "udp"] = "tcp"  # what kind of socket readiness waits for on `port`
 
 
 class Load(Model):
     role: Name
     command: Annotated[list[str], Field(min_length=1)]
-    parser: Literal["fetch_json"]
+    parser: Literal["fetch_json", "json_values", "wrk", "h2load", "redis_benchmark"]
     cpus: CpuList | None = None
     timeout: Annotated[float, Field(gt=0, le=3600)] = 600.0
+    runs: Annotated[int, Field(gt=0, le=100)] = 1  # the command runs this often per trial; values concatenate
 
 
 class Variant(Model):
@@ -140,6 +162,7 @@ class Analysis(Model):
     margin: Annotated[float, Field(ge=0, lt=1)] | None = None  # None: from the baseline's own A/A noise
     gate_load_cpu: Annotated[float, Field(gt=0, le=1)] = 0.95  # load generator share of a core that saturates it
     gate_steal: Annotated[float, Field(ge=0, le=1)] = 0.05  # CPU steal share of the window that invalidates a run
+    gate_errors: Annotated[float, Field(ge=0, le=1)] = 0.01  # share of failed requests that invalidates a run
 
 
 class Quick(Model):
@@ -149,6 +172,7 @@ class Quick(Model):
     max_repetitions: Annotated[int, Field(gt=1, le=1000)] | None = None
     time_budget_s: Annotated[float, Field(gt=0, le=86400)] | None = None
     parameters: dict[str, ParamValue] = {}
+    sweep: dict[str, SweepValues] = {}
 
 
 class ExperimentSpec(Model):
@@ -159,6 +183,8 @@ class ExperimentSpec(Model):
     provision: Provision = Provision()
     link: Link = Link()
     parameters: dict[Name, ParamValue] = {}
+    # Every combination of these values is one condition; verdicts are given per condition.
+    sweep: dict[Name, SweepValues] = {}
     variants: Annotated[dict[Name, Variant], Field(min_length=2)]
     pairs: Annotated[list[Pair], Field(min_length=1)]
     repetitions: Annotated[int, Field(gt=1, le=1000)]
@@ -182,6 +208,21 @@ class ExperimentSpec(Model):
         for key in self.quick.parameters:
             if key not in self.parameters:
                 raise _Located(("quick", "parameters", key), f"{key!r} is not in parameters")
+        for key in self.sweep:
+            if key in self.parameters:
+                raise _Located(("sweep", key), f"{key!r} is both a parameter and swept; keep one")
+            if key in RUNTIME_PLACEHOLDERS:
+                raise _Located(("sweep", key), f"{key!r} is a placeholder the harness fills; pick another name")
+        for key in self.quick.sweep:
+            if key not in self.sweep:
+                raise _Located(("quick", "sweep", key), f"{key!r} is not in sweep")
+        for key, values in {**self.sweep, **self.quick.sweep}.items():
+            if key == DELAY_KEY and not all(isinstance(v, (int, float)) and 0 <= v <= 10000 for v in values):
+                raise _Located(("sweep", key), "delay_ms values must be numbers of milliseconds from 0 to 10000")
+            if len(set(map(str, values))) != len(values):
+                raise _Located(("sweep", key), "a value is listed twice")
+        if self.link.delay_ms and DELAY_KEY in self.sweep:
+            raise _Located(("link", "delay_ms"), "the delay is swept (sweep.delay_ms); drop link.delay_ms")
         return self
 
     def _role_uses(self):
@@ -203,7 +244,9 @@ class _Located(ValueError):
 
 
 # Placeholders a command, config var or data size may use besides the parameters.
-RUNTIME_PLACEHOLDERS = frozenset({"workdir", "workload", "bin", "data", "port", "server_address", "config"})
+RUNTIME_PLACEHOLDERS = frozenset({"workdir", "workload", "bin", "data", "port", "server_address", "config", "python"})
+# A swept parameter with this name is the one-way delay (ms) the delay proxy adds in that condition.
+DELAY_KEY = "delay_ms"
 
 
 def load(path: str | Path) -> ExperimentSpec:
@@ -245,6 +288,13 @@ def parameters_for(spec: ExperimentSpec, quick: bool) -> dict[str, ParamValue]:
     if quick:
         params.update(spec.quick.parameters)
     return params
+
+
+def sweep_for(spec: ExperimentSpec, quick: bool) -> dict[str, list[ParamValue]]:
+    sweep = {key: list(values) for key, values in spec.sweep.items()}
+    if quick:
+        sweep.update({key: list(values) for key, values in spec.quick.sweep.items()})
+    return sweep
 
 
 def repetitions_for(spec: ExperimentSpec, quick: bool) -> int:
@@ -418,7 +468,7 @@ def _check_paths_and_placeholders(spec: ExperimentSpec, path: Path, shown: str, 
         for j, source in enumerate(build.sources):
             check_workload_file(("provision", "builds", i, "sources", j), source)
 
-    known = set(spec.parameters) | RUNTIME_PLACEHOLDERS
+    known = set(spec.parameters) | set(spec.sweep) | RUNTIME_PLACEHOLDERS
 
     def check_template(field: tuple, text: str):
         try:

@@ -5,7 +5,7 @@
         verdicts.json     one object per compared pair
         manifest.json     what ran, where, with which versions; the harness's own costs
         measurements.csv  every measured value; costs.csv per-trial CPU costs
-        pyperf/<variant>.json
+        pyperf/<variant>[-c<N>].json
         raw/              load-generator output, server logs, rendered configs
         ansible/          ansible-runner artifacts of each playbook call
 
@@ -57,8 +57,10 @@ class RunDirectory:
     def ansible(self) -> Path:
         return self.path / "ansible"
 
-    def pyperf_file(self, variant: str) -> Path:
-        return self.path / "pyperf" / f"{variant}.json"
+    def pyperf_file(self, variant: str, condition: int | None = None) -> Path:
+        """pyperf/<variant>.json, or pyperf/<variant>-c<N>.json for the N-th swept condition."""
+        suffix = "" if condition is None else f"-c{condition}"
+        return self.path / "pyperf" / f"{variant}{suffix}.json"
 
     def write_text(self, name: str, text: str) -> Path:
         target = self.path / name

@@ -16,8 +16,8 @@ FETCH_OUTPUT = """{"seconds": 0.500000000, "bytes": 1073741824}
 
 
 def output(text=FETCH_OUTPUT, variant="sendfile_on", repetition=0, server_cpu=1.5, host_changes=None):
-    return TrialOutput(trial=Trial(repetition, variant, repetition), load_stdout=text, load_file="000-x-load.out",
-                       server_cpu_seconds=server_cpu,
+    return TrialOutput(trial=Trial(repetition, variant, repetition), load_stdouts=(text,),
+                       load_files=("000-x-load.out",), load_cpu_seconds=None, server_cpu_seconds=server_cpu,
                        harness_cpu_seconds=0.01, wall_seconds=1.1, host_changes=host_changes or {"h": {}},
                        host_cpus={"h": 2.0})
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jinja2 import UndefinedError
 
-from harness.analyse import Thresholds, compare_pair, summarise
+from harness.analyse import Thresholds, claim_verdict, compare_pair, summarise
 from harness.report import percent, plus_minus, quantity, ratio, render_report, sig4
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -51,11 +51,14 @@ def context(values, verdicts, charts):
         ],
         "summary": summarise(values),
         "verdicts": verdicts,
+        "claim_verdict": claim_verdict(verdicts),
+        "sweep": {},
         "thresholds": Thresholds(),
         "charts": charts,
         "files": [{"label": "values.csv", "href": "raw/values.csv"}, {"label": "hosts.json", "href": "raw/hosts.json"}],
         "notes": ["Quick run: fewer repetitions than the experiment asks for."],
-        "costs": [{"variant": "readwrite", "trials": 5, "server_cpu_s_per_gib": 0.4321, "client_cpu_seconds": 0.25,
+        "costs": [{"variant": "readwrite", "trials": 5, "server_cpu_s_per_gib": 0.4321, "server_cpu_s_per_unit": 0.1,
+                   "units": 4, "errors": 0, "client_cpu_seconds": 0.25,
                    "harness_cpu_seconds": 0.01, "wall_seconds": 1.5}],
         "gates": [dict(row) for row in GATES],
         "pyperf": [{"pair": "sendfile_vs_readwrite", "line": PYPERF_LINE, "note": None}],
