@@ -9,6 +9,7 @@ warm-ups: kept in the pyperf file as warm-ups, left out of the analysis.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -192,6 +193,18 @@ def measure(output: TrialOutput, parser: str, warmup_values: int) -> Measurement
         host_changes=output.host_changes, host_cpus=output.host_cpus,
         units=sum(r.units for r in results), errors=sum(r.errors for r in results),
     )
+
+
+def measurement_to_json(m: Measurement) -> dict:
+    return dataclasses.asdict(m)
+
+
+def measurement_from_json(data: dict) -> Measurement:
+    """The inverse of measurement_to_json, for a resumed run."""
+    try:
+        return Measurement(**{**data, "values": tuple(data["values"]), "warmups": tuple(data["warmups"])})
+    except (TypeError, KeyError) as exc:
+        raise TrialError(f"trials.jsonl: a trial record does not fit this harness: {exc}") from None
 
 
 def values_frame(measurements: list[Measurement]) -> pd.DataFrame:

@@ -46,6 +46,8 @@ class TrialSetting:
     # Added delay through harness/delay_proxy.py on the client host, for links
     # without netem; the load generator then talks to the proxy, not the server.
     proxy_delay_ms: float | None = None
+    # `harness run --cpus`: the only CPUs servers and load generators may use (see cpus_for).
+    cpu_restriction: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,19 +66,19 @@ class TrialOutput:
 
 def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> TrialOutput:
     variant = setting.spec.variants[trial.variant]
-    server_host = setting.hosts_by_role[variant.server.role][0]
     client_host = setting.hosts_by_role[variant.load.role][0]
+    # A variant without a server (a microbenchmark) runs its load command alone.
+    server_host = setting.hosts_by_role[variant.server.role][0] if variant.server else client_host
     server_session = setting.sessions[server_host.name]
     client_session = setting.sessions[client_host.name]
     stem = f"{trial.index:03d}-{trial.variant}"
     values = _placeholder_values(setting, variant, server_host, trial)
-    if variant.server.config:
+    if variant.server and variant.server.config:
         _install_config(setting, variant, values, server_session, stem)
     load_values = dict(values)
-    delay_ms = _delay_ms(setting, trial)
+    delay_ms = _delay_ms(setting, trial) if variant.server else None
     if delay_ms:
         load_values.update(server_address=PROXY_ADDRESS, port=variant.server.port + PROXY_PORT_OFFSET)
-    server_argv = [fill(word, values) for word in variant.server.command]
     load_argv = [fill(word, load_values) for word in variant.load.command]
     server_log = f"{setting.workspace.workdir}/{stem}-server.log"
     load_pidfile = f"{setting.workspace.workdir}/{stem}-load.pid"
@@ -85,14 +87,16 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
     proxy: Background | None = None
     load_done = False
     try:
-        # Signals wait until the pid is known: a Ctrl-C between spawning the server and
-        # learning its pid would leave a server nobody stops.
-        with signals.deferred():
-            server = server_session.start_background(server_argv, setting.workspace.workdir, server_log,
-                                                     variant.server.cpus)
-        signals.check()
-        server_session.wait_listening(server, variant.server.port, variant.server.ready_timeout,
-                                      variant.server.protocol)
+        if variant.server:
+            # Signals wait until the pid is known: a Ctrl-C between spawning the server and
+            # learning its pid would leave a server nobody stops.
+            with signals.deferred():
+                server = server_session.start_background(
+                    [fill(word, values) for word in variant.server.command], setting.workspace.workdir, server_log,
+                    cpus_for(variant.server.cpus, setting.cpu_restriction))
+            signals.check()
+            server_session.wait_listening(server, variant.server.port, variant.server.ready_timeout,
+                                          variant.server.protocol)
         if delay_ms:
             with signals.deferred():
                 proxy = start_delay_proxy(
@@ -103,7 +107,7 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
             signals.check()
         involved = {server_host.name: server_session, client_host.name: client_session}
         counters_before = {name: session.counters() for name, session in involved.items()}
-        cpu_before = server_session.session_cpu_seconds(server)
+        cpu_before = server_session.session_cpu_seconds(server) if server else 0.0
         harness_before = _own_cpu_seconds()
         started = time.monotonic()
         stdouts, files, load_cpu = [], [], 0.0
@@ -111,7 +115,8 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
             signals.check()
             name = f"{stem}-load" + (f"-{run + 1}" if variant.load.runs > 1 else "")
             result = client_session.shell(
-                _load_script(load_argv, load_pidfile, variant.load.cpus, variant.load.timeout),
+                _load_script(load_argv, load_pidfile, cpus_for(variant.load.cpus, setting.cpu_restriction),
+                             variant.load.timeout),
                 timeout=variant.load.timeout + 30, check=False, shown=load_argv[0],
             )
             stderr, cpu = _split_load_cpu(result.stderr)
@@ -125,7 +130,7 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         wall = time.monotonic() - started
         harness_cpu = _own_cpu_seconds() - harness_before
         load_done = True
-        cpu_after = server_session.session_cpu_seconds(server)
+        cpu_after = server_session.session_cpu_seconds(server) if server else 0.0
         counters_after = {name: session.counters() for name, session in involved.items()}
         output = TrialOutput(
             trial=trial, load_stdouts=tuple(stdouts), load_files=tuple(files), load_cpu_seconds=load_cpu,
@@ -179,7 +184,7 @@ def _clean_up(server_session, client_session, server, proxy, server_log, load_pi
 def _check_load_run(exited, output, trial, variant, load_argv, client_host, server_session, server, server_host,
                     server_log, stem, name) -> None:
     """One run of the load generator went wrong: say how, naming the host and the raw file."""
-    if not server_session.is_alive(server):
+    if server is not None and not server_session.is_alive(server):
         raise TrialError(
             f"{server_host.name}: the {trial.variant} server exited during the load: "
             f"{_last_line(server_session.read_text(server_log, tail_bytes=2000))} (log raw/{stem}-server.log)"
@@ -189,6 +194,26 @@ def _check_load_run(exited, output, trial, variant, load_argv, client_host, serv
                          f"(variants.{trial.variant}.load.timeout)")
     if exited != 0:
         raise TrialError(f"{client_host.name}: {load_argv[0]} exited {exited}: {_last_line(output)} (raw/{name}.err)")
+
+
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """"0-2,5" -> (0, 1, 2, 5)."""
+    cpus = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.extend(range(int(first), int(last or first) + 1))
+    return tuple(dict.fromkeys(cpus))
+
+
+def cpus_for(pinned: str | None, restriction: tuple[int, ...] | None) -> str | None:
+    """The CPUs a process may use. Under a restriction the host looks like a machine with
+    only those CPUs: a pin to CPU i means the i-th allowed CPU (wrapping round when there
+    are fewer), and no pin means all of them."""
+    if restriction is None:
+        return pinned
+    if pinned is None:
+        return ",".join(map(str, restriction))
+    return ",".join(dict.fromkeys(str(restriction[i % len(restriction)]) for i in parse_cpu_list(pinned)))
 
 
 def _delay_ms(setting: TrialSetting, trial: Trial) -> float | None:
@@ -205,8 +230,8 @@ def _placeholder_values(setting: TrialSetting, variant: Variant, server_host: Ho
     values.update(trial.condition.as_dict())
     values.update(
         workdir=workspace.workdir, workload=workspace.workload, bin=workspace.bin, data=workspace.data,
-        port=variant.server.port, server_address=server_host.service_address,
-        config=f"{workspace.workdir}/{variant.server.port}.conf",
+        port=variant.server.port if variant.server else 0, server_address=server_host.service_address,
+        config=f"{workspace.workdir}/{variant.server.port if variant.server else 0}.conf",
         python=getattr(workspace, "python", "python3"),
     )
     return values

@@ -10,6 +10,7 @@ written, then the error goes up to the CLI.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import resource
@@ -28,7 +29,7 @@ import pandas as pd
 
 from harness import analyse, charts, collect, report, spec as spec_module
 from harness.errors import HarnessError, Interrupted
-from harness.execute import TrialSetting, run_trial
+from harness.execute import TrialSetting, cpus_for, parse_cpu_list, run_trial
 from harness.interrupt import NoSignals, StopSignals
 from harness.inventory import Host, Inventory, load as load_inventory
 from harness.plan import Plan, make_plan
@@ -73,23 +74,61 @@ class _Gathered:
     error: HarnessError | None = None
     rounds: int = 0  # repetitions completed by every variant
     stop_reason: str | None = None
+    resumed_trials: int = 0  # trials taken over from the interrupted run this one resumes
+    cpu_restriction: str | None = None  # --cpus
 
 
 def run_experiment(experiment_path: str | Path, inventory_path: str | Path, out_dir: str | Path, quick: bool = False,
                    progress: Progress | None = None, signals: StopSignals | None = None, seed: int | None = None,
-                   target_half_width: float | None = None) -> RunOutcome:
+                   target_half_width: float | None = None, cpus: str | None = None) -> RunOutcome:
     """Run an experiment; `seed` fixes the trial order (random and recorded when None),
-    `target_half_width` overrides the experiment's adaptive target."""
-    progress = progress or (lambda event, info: None)
-    signals = signals or NoSignals()
+    `target_half_width` overrides the experiment's adaptive target, `cpus` ("0", "0-1")
+    restricts servers and load generators to those CPUs."""
     spec, digest = spec_module.load_with_digest(experiment_path)
     inventory = load_inventory(inventory_path)
-    hosts_by_role = inventory.hosts_for(spec.roles)
+    inventory.hosts_for(spec.roles)  # a missing role fails before a run directory exists
     plan = make_plan(spec, quick, seed if seed is not None else secrets.randbelow(2**31), target_half_width)
     run = RunDirectory.create(Path(out_dir), spec.claim.id)
-    gathered = _Gathered(started=_now(), measurements=[])
+    gathered = _Gathered(started=_now(), measurements=[], cpu_restriction=cpus)
+    return _run(spec, digest, Path(experiment_path), inventory, plan, run, gathered, progress, signals)
+
+
+def resume_experiment(run_dir: str | Path, inventory_path: str | Path, progress: Progress | None = None,
+                      signals: StopSignals | None = None) -> RunOutcome:
+    """Finish the remaining trials of an interrupted or failed run, in its own directory,
+    with its experiment (unchanged since: same sha256), profile, seed and stopping rule."""
+    run = RunDirectory.existing(Path(run_dir))
+    manifest = run.read_json("manifest.json")
     try:
-        _measure(spec, Path(experiment_path), inventory, hosts_by_role, plan, run, gathered, progress, signals)
+        experiment = manifest["experiment"]
+        experiment_path = Path(experiment.get("path") or experiment["file"])
+        status, seed, quick = manifest["status"], manifest["order_seed"], experiment["quick"]
+        target = manifest["stopping"]["target_half_width"]
+    except (KeyError, TypeError):
+        raise HarnessError(f"{run.path}/manifest.json: lacks what a resume needs (written by an older harness?)") from None
+    if status == "complete":
+        raise HarnessError(f"{run.path}: the run is complete; there is nothing to resume")
+    spec, digest = spec_module.load_with_digest(experiment_path)
+    if digest != experiment["sha256"]:
+        raise HarnessError(f"{experiment_path}: changed since run {run.run_id} started (sha256 differs); "
+                           "resuming would mix two experiments: start a new run")
+    plan = make_plan(spec, quick, seed, target)
+    measurements = [collect.measurement_from_json(record) for record in run.read_lines_json(TRIALS_FILE)]
+    gathered = _Gathered(started=manifest.get("started") or _now(), measurements=measurements,
+                         resumed_trials=len(measurements), cpu_restriction=manifest["hosts"].get("cpu_restriction"))
+    return _run(spec, digest, experiment_path, load_inventory(inventory_path), plan, run, gathered, progress, signals)
+
+
+TRIALS_FILE = "trials.jsonl"
+
+
+def _run(spec, digest, experiment_path: Path, inventory: Inventory, plan: Plan, run: RunDirectory,
+         gathered: _Gathered, progress: Progress | None, signals: StopSignals | None) -> RunOutcome:
+    progress = progress or (lambda event, info: None)
+    signals = signals or NoSignals()
+    hosts_by_role = inventory.hosts_for(spec.roles)
+    try:
+        _measure(spec, experiment_path, inventory, hosts_by_role, plan, run, gathered, progress, signals)
     except HarnessError as exc:
         gathered.error = exc
     except KeyboardInterrupt:  # a signal that came before our handler was installed
@@ -129,9 +168,16 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
                 spec=spec, hosts_by_role=hosts_by_role, sessions=sessions, workspace=workspace,
                 parameters=plan.parameters, workload_dir=spec_module.workload_dir(spec, experiment_path),
                 raw_dir=run.raw, proxy_delay_ms=_proxy_delay(spec, gathered.links),
+                cpu_restriction=_restriction(gathered.cpu_restriction, gathered.state),
             )
-            progress("trials", {"total": plan.most_trials})
-            _run_rounds(spec, plan, setting, gathered, progress, signals)
+            progress("trials", {"total": plan.most_trials, "done": len(gathered.measurements)})
+
+            def record(measurement):
+                gathered.measurements.append(measurement)
+                run.write_text(TRIALS_FILE, "".join(
+                    json.dumps(collect.measurement_to_json(m)) + "\n" for m in gathered.measurements))
+
+            _run_rounds(spec, plan, setting, gathered, progress, signals, record)
         except BaseException as exc:  # restore first, whatever stopped the run
             run_error = exc
         progress("stage", {"text": "restoring host settings (ansible: restore)"})
@@ -150,13 +196,17 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
 
 
 def _run_rounds(spec, plan: Plan, setting: TrialSetting, gathered: _Gathered, progress: Progress,
-                signals: StopSignals) -> None:
-    """Run rounds of trials until the stopping rule is met; record why it stopped."""
+                signals: StopSignals, record: Callable) -> None:
+    """Run rounds of trials until the stopping rule is met; record why it stopped.
+    Trials already measured (a resumed run) are skipped; the seed gives the same rounds."""
     stopping = plan.stopping
     of = f"of {plan.most_trials}" if stopping.minimum == stopping.maximum else f"of up to {plan.most_trials}"
+    done = {m.order for m in gathered.measurements}
     started = time.monotonic()
     while True:
         for trial in plan.round(gathered.rounds):
+            if trial.index in done:
+                continue
             signals.check()
             try:
                 output = run_trial(trial, setting, signals)
@@ -165,7 +215,7 @@ def _run_rounds(spec, plan: Plan, setting: TrialSetting, gathered: _Gathered, pr
             except HarnessError as exc:
                 raise type(exc)(f"trial {trial.index + 1} {of} ({trial.variant}): {exc}") from None
             measurement = collect.measure(output, spec.variants[trial.variant].load.parser, spec.warmup_values)
-            gathered.measurements.append(measurement)
+            record(measurement)
             progress("trial", {"index": trial.index, "variant": trial.variant, "condition": trial.condition.label,
                                "seconds": sum(measurement.values) / len(measurement.values)})
         gathered.rounds += 1
@@ -214,12 +264,29 @@ def _describe_links(spec, hosts_by_role, sessions: dict[str, HostSession]) -> di
     """How each load generator reaches its server: the route's device and its properties."""
     links = {}
     for variant in spec.variants.values():
+        if variant.server is None:
+            continue
         client = hosts_by_role[variant.load.role][0]
         server = hosts_by_role[variant.server.role][0]
         key = f"link {client.name} -> {server.name}"
         if key not in links:
             links[key] = collect.describe_link(sessions[client.name], server.service_address)
     return links
+
+
+def _restriction(cpus: str | None, state: HostState | None) -> tuple[int, ...] | None:
+    """--cpus as CPU numbers, checked against every host's CPU count."""
+    if cpus is None:
+        return None
+    try:
+        restriction = parse_cpu_list(cpus)
+    except ValueError:
+        raise HarnessError(f"--cpus {cpus!r}: give CPU numbers and ranges, e.g. 0 or 0-1 or 0,2") from None
+    for host, fact in (state.facts if state else {}).items():
+        cores = fact.get("cores")
+        if isinstance(cores, int) and cores and max(restriction) >= cores:
+            raise HarnessError(f"{host}: --cpus {cpus} names CPU {max(restriction)}, but the host has {cores} CPUs")
+    return restriction
 
 
 def _proxy_delay(spec, links: dict[str, str] | None) -> float | None:
@@ -233,7 +300,7 @@ def _proxy_delay(spec, links: dict[str, str] | None) -> float | None:
 
 def _check_ports_free(spec, hosts_by_role, sessions: dict[str, HostSession]) -> None:
     for name, variant in spec.variants.items():
-        for host in hosts_by_role[variant.server.role][:1]:
+        for host in hosts_by_role[variant.server.role][:1] if variant.server else ():
             if sessions[host.name].port_in_use(variant.server.port, variant.server.protocol):
                 raise HarnessError(
                     f"{host.name}: port {variant.server.port} (variants.{name}.server.port) is already in use; "
@@ -476,7 +543,12 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
     conditions["profile"] = "quick" if plan.quick else "full"
     for name in plan.variants:
         variant = spec.variants[name]
-        conditions[f"{name} CPUs"] = f"server {variant.server.cpus or 'any'}, load {variant.load.cpus or 'any'}"
+        restriction = parse_cpu_list(gathered.cpu_restriction) if gathered.cpu_restriction else None
+        server_cpus = cpus_for(variant.server.cpus, restriction) if variant.server else "(no server)"
+        conditions[f"{name} CPUs"] = (f"server {server_cpus or 'any'}, "
+                                      f"load {cpus_for(variant.load.cpus, restriction) or 'any'}")
+    if gathered.cpu_restriction:
+        conditions["CPU restriction (--cpus)"] = gathered.cpu_restriction
     if spec.link.delay_ms:
         via = ("netem in the link" if _proxy_delay(spec, gathered.links) is None
                else "harness/delay_proxy.py on the client host (no netem)")
@@ -514,7 +586,8 @@ def _manifest(spec, digest, experiment_path, inventory, plan, run, gathered, sta
         "status": status,
         "started": gathered.started,
         "finished": finished,
-        "experiment": {"file": str(experiment_path), "sha256": digest, "claim_id": spec.claim.id,
+        "resumed_trials": gathered.resumed_trials,
+        "experiment": {"file": str(experiment_path), "path": str(Path(experiment_path).resolve()), "sha256": digest, "claim_id": spec.claim.id,
                        "quick": plan.quick, "repetitions": plan.repetitions, "parameters": plan.parameters},
         "inventory": str(inventory.path),
         "harness": {"version": _version("harness"), "git_commit": _git_commit()},
@@ -523,6 +596,8 @@ def _manifest(spec, digest, experiment_path, inventory, plan, run, gathered, sta
             "facts": gathered.state.facts if gathered.state else {},
             "sysctls_before": gathered.state.sysctls_before if gathered.state else {},
             "sysctls_applied": dict(spec.provision.sysctls),
+            # Part of the host's fingerprint: a run restricted to fewer CPUs is other hardware.
+            "cpu_restriction": gathered.cpu_restriction,
             "tools": gathered.tools or {},
         },
         "trials": {"planned": len(plan.trials), "most": plan.most_trials, "completed": len(gathered.measurements)},

@@ -137,7 +137,7 @@ class Load(Model):
 
 class Variant(Model):
     description: str = ""
-    server: Server
+    server: Server | None = None  # none: the load command is the whole benchmark
     load: Load
 
 
@@ -231,7 +231,8 @@ class ExperimentSpec(Model):
         for i, data in enumerate(self.provision.data):
             yield ("provision", "data", i), data.role
         for name, variant in self.variants.items():
-            yield ("variants", name, "server"), variant.server.role
+            if variant.server:
+                yield ("variants", name, "server"), variant.server.role
             yield ("variants", name, "load"), variant.load.role
 
 
@@ -487,10 +488,10 @@ def _check_paths_and_placeholders(spec: ExperimentSpec, path: Path, shown: str, 
         except (ValueError, KeyError) as exc:
             fail(("provision", "data", i, "size"), str(exc))
     for name, variant in spec.variants.items():
-        for part in ("server", "load"):
+        for part in ("server", "load") if variant.server else ("load",):
             for i, word in enumerate(getattr(variant, part).command):
                 check_template(("variants", name, part, "command", i), word)
-        if variant.server.config:
+        if variant.server and variant.server.config:
             check_workload_file(("variants", name, "server", "config", "template"), variant.server.config.template)
             for key, value in variant.server.config.vars.items():
                 if isinstance(value, str):

@@ -5,6 +5,8 @@
         verdicts.json     one object per compared pair
         manifest.json     what ran, where, with which versions; the harness's own costs
         measurements.csv  every measured value; costs.csv per-trial CPU costs
+        trials.jsonl      every completed trial's measurement, written as it completes (--resume)
+        summary.json      the verdict on the claim over every pair and condition
         pyperf/<variant>[-c<N>].json
         raw/              load-generator output, server logs, rendered configs
         ansible/          ansible-runner artifacts of each playbook call
@@ -44,6 +46,34 @@ class RunDirectory:
         except OSError as exc:
             raise HarnessError(f"{out_dir}: cannot create the run directory: {exc.strerror} (pick another --out)") from None
         return cls(path)
+
+    @classmethod
+    def existing(cls, path: Path) -> RunDirectory:
+        """A run directory written before, to resume: it must hold a manifest."""
+        path = Path(path)
+        if not (path / "manifest.json").is_file():
+            raise HarnessError(f"{path}: no manifest.json; is this a run directory?")
+        for sub in ("raw", "pyperf", "ansible"):
+            (path / sub).mkdir(exist_ok=True)
+        return cls(path)
+
+    def read_json(self, name: str):
+        try:
+            return json.loads((self.path / name).read_text())
+        except FileNotFoundError:
+            raise HarnessError(f"{self.path / name}: missing") from None
+        except (OSError, ValueError) as exc:
+            raise HarnessError(f"{self.path / name}: cannot be read: {exc}") from None
+
+    def read_lines_json(self, name: str) -> list:
+        """One JSON value per line; [] when the file does not exist."""
+        target = self.path / name
+        if not target.exists():
+            return []
+        try:
+            return [json.loads(line) for line in target.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError) as exc:
+            raise HarnessError(f"{target}: cannot be read: {exc}") from None
 
     @property
     def run_id(self) -> str:

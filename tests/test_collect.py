@@ -1,9 +1,13 @@
 """Load-generator output -> measurements -> pyperf files."""
 
+import dataclasses
+import json
+
 import pyperf
 import pytest
 
-from harness.collect import GIB, costs_frame, gates, measure, parse_fetch_json, values_frame, write_pyperf
+from harness.collect import (GIB, costs_frame, gates, measure, measurement_from_json, measurement_to_json,
+                             parse_fetch_json, values_frame, write_pyperf)
 from harness.errors import TrialError
 from harness.execute import TrialOutput
 from harness.plan import Trial
@@ -65,7 +69,7 @@ def test_pyperf_file_has_one_run_per_repetition(tmp_path):
     assert run.warmups == ((1, 0.5),)
     assert run.get_metadata()["server_cpu_seconds"] == 1.5
     frame = values_frame(measurements)
-    assert list(frame.columns) == ["variant", "run", "value", "order"]
+    assert list(frame.columns) == ["variant", "condition", "run", "value", "order"]
     assert len(frame) == 8 and set(frame["variant"]) == {"sendfile_on", "other"}
 
 
@@ -76,7 +80,7 @@ def gate_results(**changes):
 
 def test_gates_pass_on_a_quiet_host():
     results = gate_results()
-    assert set(results) == {"load generator CPU", "swap", "CPU steal"}
+    assert set(results) == {"load generator CPU", "load errors", "swap", "CPU steal"}
     assert all(row["passed"] for row in results.values())
     assert results["load generator CPU"]["value"] == pytest.approx(0.12 / 1.1)
 
@@ -100,3 +104,17 @@ def test_costs_carry_the_hosts_busy_cpu():
     frame = costs_frame([measure(output(host_changes={"h": {"busy_seconds": 1.25}}), "fetch_json", 1)])
     assert frame.loc[0, "host_busy_cpu_seconds"] == "h=1.250"
     assert frame.loc[0, "server_cpu_s_per_gib"] == pytest.approx(0.5)
+
+
+def test_load_errors_above_the_limit_fail_their_gate():
+    measurement = dataclasses.replace(measure(output(), "fetch_json", warmup_values=1), units=200, errors=3)
+    failed = {row["gate"]: row for row in gates(measurement, 0.95, 0.05, error_limit=0.01)}["load errors"]
+    assert not failed["passed"] and failed["value"] == pytest.approx(0.015)
+    assert "3 of 200 requests failed" in failed["detail"]
+    passing = dataclasses.replace(measurement, errors=2)
+    assert {row["gate"]: row for row in gates(passing, 0.95, 0.05, error_limit=0.01)}["load errors"]["passed"]
+
+
+def test_a_measurement_survives_the_trials_file_round_trip():
+    measurement = measure(output(), "fetch_json", warmup_values=1)
+    assert measurement_from_json(json.loads(json.dumps(measurement_to_json(measurement)))) == measurement
