@@ -76,6 +76,8 @@ class _Gathered:
     stop_reason: str | None = None
     resumed_trials: int = 0  # trials taken over from the interrupted run this one resumes
     cpu_restriction: str | None = None  # --cpus
+    topology: dict | None = None  # host -> {"cpus", "numa_nodes"}; the full text is in raw/topology-HOST.txt
+    not_applicable: str | None = None  # why the hosts cannot test the claim (experiment `requires`)
 
 
 def run_experiment(experiment_path: str | Path, inventory_path: str | Path, out_dir: str | Path, quick: bool = False,
@@ -148,6 +150,11 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
         sessions = {host.name: stack.enter_context(HostSession(host)) for host in hosts}
         progress("stage", {"text": f"checking {', '.join(sessions)}"})
         _check_reachable(sessions)
+        gathered.topology = _topology(sessions, run)
+        gathered.not_applicable = _unmet_requirements(spec, gathered.topology)
+        if gathered.not_applicable:
+            gathered.stop_reason = "no trials ran: the hosts cannot test this claim"
+            return
         gathered.links = _describe_links(spec, hosts_by_role, sessions)
         _check_ports_free(spec, hosts_by_role, sessions)
         provisioner = Provisioner(inventory.path.resolve(), [h.name for h in hosts], run.ansible,
@@ -251,6 +258,42 @@ def _half_widths(spec, plan: Plan, measurements) -> dict[tuple[str, str], float 
     return widths
 
 
+TOPOLOGY_SCRIPT = r"""
+echo "cpus $(getconf _NPROCESSORS_ONLN)"
+echo "numa_nodes $(ls -d /sys/devices/system/node/node[0-9]* 2>/dev/null | wc -l)"
+echo "--- lscpu"; lscpu 2>/dev/null
+echo "--- NUMA nodes (cpulist)"
+for node in /sys/devices/system/node/node[0-9]*; do [ -d "$node" ] && echo "${node##*/}: $(cat "$node/cpulist")"; done
+if command -v numactl >/dev/null; then echo "--- numactl -H"; numactl -H 2>&1; fi
+if command -v hwloc-ls >/dev/null; then echo "--- hwloc-ls"; hwloc-ls --of console 2>&1; fi
+true
+"""
+
+
+def _topology(sessions: dict[str, HostSession], run: RunDirectory) -> dict[str, dict]:
+    """Each host's CPUs and NUMA nodes; the whole description is kept in raw/."""
+    topology = {}
+    for name, session in sessions.items():
+        text = session.shell(TOPOLOGY_SCRIPT, timeout=60, shown="read the CPU topology").stdout
+        run.write_text(f"raw/topology-{name}.txt", text)
+        counts = dict(line.split(" ", 1) for line in text.splitlines()[:2] if " " in line)
+        topology[name] = {key: int(counts[key]) if counts.get(key, "").strip().isdigit() else None
+                          for key in ("cpus", "numa_nodes")}
+    return topology
+
+
+def _unmet_requirements(spec, topology: dict[str, dict]) -> str | None:
+    """The first requirement of the experiment a host does not meet, said in words."""
+    for host, facts in topology.items():
+        for key, words in (("numa_nodes", "NUMA node"), ("cpus", "CPU")):
+            needed = getattr(spec.requires, key)
+            have = facts.get(key)
+            if needed is not None and have is not None and have < needed:
+                return (f"{host} has {have} {words}{'s' if have != 1 else ''}; the claim needs at least {needed} "
+                        f"(requires.{key}), so this host cannot test it. Its topology: raw/topology-{host}.txt.")
+    return None
+
+
 def _check_reachable(sessions: dict[str, HostSession]) -> None:
     """Every host answers before anything is changed anywhere; checked in parallel
     so that several dead hosts cost one connect timeout, not one each."""
@@ -335,7 +378,8 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
             verdict = analyse.compare_pair(
                 own, pair=pair.name, baseline=pair.baseline, treatment=pair.treatment,
                 claimed_ratio=spec.claim.claimed_ratio, better=spec.claim.better, thresholds=thresholds,
-                invalid=_invalid(gate_rows, pair, condition.label), condition=condition.label)
+                invalid=_invalid(gate_rows, pair, condition.label), condition=condition.label,
+                not_applicable=gathered.not_applicable)
             verdicts.append(verdict)
             pyperf_lines.append(_pyperf_compare(run, pair, verdict, number if swept else None))
     thresholds = thresholds_by_condition[plan.conditions[0].label]
@@ -532,6 +576,10 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
             conditions[f"{role} memory"] = f"{fact.get('memory_mib')} MiB"
             conditions[f"{role} kernel"] = str(fact.get("kernel"))
             conditions[f"{role} OS"] = str(fact.get("os"))
+    for host, facts in (gathered.topology or {}).items():
+        conditions[f"topology ({host})"] = (f"{facts.get('cpus')} CPUs, {facts.get('numa_nodes')} NUMA "
+                                            f"node{'s' if facts.get('numa_nodes') != 1 else ''} "
+                                            f"(raw/topology-{host}.txt)")
     conditions.update(gathered.links or {})
     for key, value in plan.parameters.items():
         conditions[f"parameter {key}"] = str(value)
@@ -565,6 +613,17 @@ def _notes(spec, hosts_by_role, gathered: _Gathered, measurements) -> list[str]:
     notes = []
     if gathered.error is not None:
         notes.append(f"The run stopped early: {gathered.error}. The numbers above are the trials that completed.")
+    if gathered.not_applicable:
+        notes.append(f"Not applicable here: {gathered.not_applicable}")
+    if spec.claim.ceiling == "cpus" and gathered.topology:
+        fewest = min((facts["cpus"] for facts in gathered.topology.values() if facts.get("cpus")), default=None)
+        if gathered.cpu_restriction:
+            fewest = len(parse_cpu_list(gathered.cpu_restriction))
+        if fewest:
+            verdict = ("more than this host can give, so no run here can reproduce it"
+                       if spec.claim.claimed_ratio > fewest else "within what this host can give")
+            notes.append(f"Ceiling: spreading work over {fewest} CPUs can at best make it {fewest}x faster; "
+                         f"the claimed {spec.claim.claimed_ratio:g}x is {verdict}.")
     roles = {role: hosts[0] for role, hosts in hosts_by_role.items()}
     if len({host.name for host in roles.values()}) == 1:
         notes.append("Server and load generator share one host over loopback: the receiver's kernel work "
@@ -598,6 +657,7 @@ def _manifest(spec, digest, experiment_path, inventory, plan, run, gathered, sta
             "sysctls_applied": dict(spec.provision.sysctls),
             # Part of the host's fingerprint: a run restricted to fewer CPUs is other hardware.
             "cpu_restriction": gathered.cpu_restriction,
+            "topology": gathered.topology or {},
             "tools": gathered.tools or {},
         },
         "trials": {"planned": len(plan.trials), "most": plan.most_trials, "completed": len(gathered.measurements)},

@@ -52,6 +52,17 @@ class Claim(Model):
     metric: Annotated[str, Field(min_length=1)]
     unit: Literal["s"]
     better: Literal["lower", "higher"]
+    # What physically bounds the speedup: "cpus" when it cannot exceed the number of CPUs
+    # (work spread over cores); the report sets the host's bound beside the claim.
+    ceiling: Literal["cpus"] | None = None
+
+
+class Requires(Model):
+    """What a host must have for the claim to be testable at all; a host without it gets
+    the verdict "not applicable" with its topology in the report, and no trials run."""
+
+    numa_nodes: Annotated[int, Field(ge=1, le=1024)] | None = None
+    cpus: Annotated[int, Field(ge=1, le=65536)] | None = None
 
 
 class Build(Model):
@@ -180,6 +191,7 @@ class ExperimentSpec(Model):
     claim: Claim
     roles: Annotated[dict[Name, Name], Field(min_length=1)]
     workload: str
+    requires: Requires = Requires()
     provision: Provision = Provision()
     link: Link = Link()
     parameters: dict[Name, ParamValue] = {}
