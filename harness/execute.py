@@ -132,6 +132,9 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         load_done = True
         cpu_after = server_session.session_cpu_seconds(server) if server else 0.0
         counters_after = {name: session.counters() for name, session in involved.items()}
+        if variant.result:
+            # The receiving side's count replaces the load generator's values.
+            stdouts, files = [_result_output(setting, variant, values, wall, trial, stem)], [f"{stem}-result.out"]
         output = TrialOutput(
             trial=trial, load_stdouts=tuple(stdouts), load_files=tuple(files), load_cpu_seconds=load_cpu,
             server_cpu_seconds=cpu_after - cpu_before,
@@ -179,6 +182,21 @@ def _clean_up(server_session, client_session, server, proxy, server_log, load_pi
         except (HarnessError, OSError) as exc:
             problems.append(f"could not fetch {server_log}: {exc}")
     return problems
+
+
+def _result_output(setting: TrialSetting, variant: Variant, values: dict, wall: float, trial: Trial,
+                   stem: str) -> str:
+    result = variant.result
+    host = setting.hosts_by_role[result.role][0]
+    argv = [fill(word, {**values, "load_seconds": f"{wall:.6f}"}) for word in result.command]
+    output = setting.sessions[host.name].run(argv, timeout=result.timeout, check=False)
+    (setting.raw_dir / f"{stem}-result.out").write_text(output.stdout)
+    (setting.raw_dir / f"{stem}-result.err").write_text(output.stderr)
+    if output.exited != 0:
+        raise TrialError(f"{host.name}: the result command {argv[0]} exited {output.exited}: "
+                         f"{_last_line(output.stderr or output.stdout)} (raw/{stem}-result.err; "
+                         f"variants.{trial.variant}.result)")
+    return output.stdout
 
 
 def _check_load_run(exited, output, trial, variant, load_argv, client_host, server_session, server, server_host,

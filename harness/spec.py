@@ -146,10 +146,22 @@ class Load(Model):
     runs: Annotated[int, Field(gt=0, le=100)] = 1  # the command runs this often per trial; values concatenate
 
 
+class Result(Model):
+    """A command run after the load, whose output gives the trial's values instead of the
+    load generator's: for what only the receiving side can count (packets an XDP program
+    dropped, say). It may use {load_seconds}, the load's wall time."""
+
+    role: Name
+    command: Annotated[list[str], Field(min_length=1)]
+    parser: Literal["json_values"]
+    timeout: Annotated[float, Field(gt=0, le=600)] = 60.0
+
+
 class Variant(Model):
     description: str = ""
     server: Server | None = None  # none: the load command is the whole benchmark
     load: Load
+    result: Result | None = None
 
 
 class Pair(Model):
@@ -246,6 +258,8 @@ class ExperimentSpec(Model):
             if variant.server:
                 yield ("variants", name, "server"), variant.server.role
             yield ("variants", name, "load"), variant.load.role
+            if variant.result:
+                yield ("variants", name, "result"), variant.result.role
 
 
 class _Located(ValueError):
@@ -257,7 +271,8 @@ class _Located(ValueError):
 
 
 # Placeholders a command, config var or data size may use besides the parameters.
-RUNTIME_PLACEHOLDERS = frozenset({"workdir", "workload", "bin", "data", "port", "server_address", "config", "python"})
+RUNTIME_PLACEHOLDERS = frozenset({"workdir", "workload", "bin", "data", "port", "server_address", "config", "python",
+                                  "load_seconds"})
 # A swept parameter with this name is the one-way delay (ms) the delay proxy adds in that condition.
 DELAY_KEY = "delay_ms"
 
@@ -489,6 +504,8 @@ def _check_paths_and_placeholders(spec: ExperimentSpec, path: Path, shown: str, 
         except ValueError as exc:
             fail(field, f"bad placeholder in {text!r}: {exc}")
         for name in names:
+            if name == "load_seconds" and field[2:3] != ("result",):
+                fail(field, "{load_seconds} is known only after the load, in a variant's result command")
             if name not in known:
                 fail(field, f"unknown placeholder {{{name}}}; known: {', '.join(sorted(known))}")
 
@@ -500,8 +517,8 @@ def _check_paths_and_placeholders(spec: ExperimentSpec, path: Path, shown: str, 
         except (ValueError, KeyError) as exc:
             fail(("provision", "data", i, "size"), str(exc))
     for name, variant in spec.variants.items():
-        for part in ("server", "load") if variant.server else ("load",):
-            for i, word in enumerate(getattr(variant, part).command):
+        for part in ("server", "load", "result"):
+            for i, word in enumerate(getattr(variant, part).command if getattr(variant, part) else ()):
                 check_template(("variants", name, part, "command", i), word)
         if variant.server and variant.server.config:
             check_workload_file(("variants", name, "server", "config", "template"), variant.server.config.template)
