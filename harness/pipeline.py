@@ -368,7 +368,8 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
 
     gate_rows = [row for m in measurements
                  for row in collect.gates(m, spec.analysis.gate_load_cpu, spec.analysis.gate_steal,
-                                          spec.analysis.gate_errors)]
+                                          spec.analysis.gate_errors,
+                                          has_server=spec.variants[m.variant].server is not None)]
     run.write_text("gates.csv", pd.DataFrame(gate_rows, columns=GATE_COLUMNS).to_csv(index=False))
     verdicts, pyperf_lines, thresholds_by_condition = [], [], {}
     for number, condition in enumerate(plan.conditions):
