@@ -10,9 +10,13 @@ events and turns each kind of fault into one HarnessError line:
     anything else gone wrong  -> ProvisionError pointing at the run's stdout artifact
 
 Values come back through the job events: a playbook registers the output of a
-task with a known name (`sysctl -n KEY` in a loop, the setup module, `nginx
--v`) and Python reads that task's `runner_on_ok` event. Nothing is parsed out
-of Ansible's human-readable output.
+task with a known name (the setup module, `nginx -v` in a loop, the JSON that
+playbooks/files/host_state.py prints) and Python reads that task's
+`runner_on_ok` event. Nothing is parsed out of Ansible's human-readable output.
+
+Host state: snapshot reads every setting a run may change (host_state.py lists
+them); restore puts back what differs, reads everything again and raises
+DriftError, listing each setting still different, if the host is not as found.
 
 Each playbook call gets a fresh private_data_dir under the run's log directory
 (`<log_dir>/01-snapshot/`, `02-provision/`, ...); its artifacts (stdout, job
@@ -21,13 +25,14 @@ events, the extravars that were passed) stay there as raw evidence.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import ansible_runner
@@ -40,6 +45,12 @@ from harness.inventory import Host, ansible_tool
 PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
 WORK_ROOT = "/var/tmp/harness"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Drift items named in a DriftError's message; DriftError.drift has them all.
+DRIFT_SHOWN = 10
+
+# Seconds pip may take to install provision.pip into a host's venv.
+PIP_TIMEOUT = 900
 
 # Seconds before ansible-runner kills a playbook. Apply may install packages and
 # write gigabytes of random data; the others only read and write a few settings.
@@ -88,10 +99,43 @@ ALWAYS_REPORTED = ("gcc", "python3")
 
 @dataclass(frozen=True)
 class HostState:
-    """What a host looked like before the run: facts and the sysctls the run will change."""
+    """What a host looked like before the run: facts, the sysctls the run will change,
+    and every other setting a run may change (playbooks/files/host_state.py names them:
+    "/sys/class/net/eth0/queues/rx-0/rps_cpus", "/proc/irq/38/smp_affinity",
+    "qdisc eth0", "xdp eth0", "ethtool -l eth0", "ethtool -k eth0 FEATURE",
+    "nftables table inet harness", ...)."""
 
     facts: dict[str, dict]  # host name -> {"hostname", "cpu_model", "cores", "memory_mib", "kernel", "os"}
     sysctls_before: dict[str, dict[str, str]]  # host name -> {key: value as read by `sysctl -n`}
+    settings_before: dict[str, dict[str, str]] = field(default_factory=dict)  # host name -> {setting: value}
+    notes: dict[str, list[str]] = field(default_factory=dict)  # host name -> what could not be read, and why
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A setting that differs after restore from what the snapshot read."""
+
+    host: str
+    setting: str  # a HostState setting name, "sysctl KEY", or "workdir PATH"
+    before: str
+    after: str
+    why: str = ""  # why restore could not put it back, when it knows
+
+    def __str__(self) -> str:
+        because = f" ({self.why})" if self.why else ""
+        return f"{self.host}: {self.setting} was {self.before!r}, is {self.after!r}{because}"
+
+
+class DriftError(ProvisionError):
+    """Restore ran, but some host does not look as the snapshot found it; `drift` lists each setting."""
+
+    def __init__(self, drift: list[Drift]):
+        shown = "; ".join(str(item) for item in drift[:DRIFT_SHOWN])
+        more = f"; and {len(drift) - DRIFT_SHOWN} more" if len(drift) > DRIFT_SHOWN else ""
+        super().__init__(f"host state drifted: after restoring, {len(drift)} setting"
+                         f"{'s differ' if len(drift) != 1 else ' differs'} from the snapshot: {shown}{more}; "
+                         f"put them back by hand")
+        self.drift = list(drift)
 
 
 @dataclass(frozen=True)
@@ -100,6 +144,9 @@ class Workspace:
     workload: str  # {workdir}/workload  (copy of the experiment's workload folder)
     bin: str  # {workdir}/bin       (compiled builds)
     data: str  # {workdir}/data      (data files)
+    # The interpreter for {python}: the run's venv when provision.pip is not empty
+    # ({workdir}/venv, removed with the workdir), else the host's own python3.
+    python: str = "python3"
 
 
 class Provisioner:
@@ -135,36 +182,42 @@ class Provisioner:
     # --- snapshot -------------------------------------------------------------
 
     def snapshot(self, sysctl_keys: list[str]) -> HostState:
-        """Read facts and the current value of each sysctl the run will set."""
+        """Read facts, the current value of each sysctl the run will set, and the host settings."""
         keys = list(dict.fromkeys(sysctl_keys))
         events = self._run("snapshot", {"sysctl_keys": keys})
-        facts, before = {}, {}
+        facts, before, settings, notes = {}, {}, {}, {}
         for host in self.host_names:
             gathered = _ok_result(events, host, "Gather facts")
             if gathered is None:
                 raise ProvisionError(f"{host}: snapshot reported no facts; see {self._stdout_hint()}")
             facts[host] = _host_facts(gathered.get("ansible_facts", {}))
+            read = (_script_output(events, host, "Read host settings with ethtool")
+                    or _script_output(events, host, "Read host settings"))
+            if read is None or not isinstance(read.get("settings"), dict):
+                res = _ok_result(events, host, "Read host settings") or {}
+                raise ProvisionError(f"{host}: snapshot could not read the host settings ({_detail(res)}); "
+                                     f"see {self._stdout_hint()}")
             values = {}
-            for item in _loop_results(events, host, "Read sysctls"):
-                key = item.get("item")
-                if item.get("rc") != 0:
-                    detail = _last_line(item.get("stderr", "")) or _last_line(item.get("msg", "")) or "no output"
+            for key in keys:
+                item = read.get("sysctls", {}).get(key, {})
+                if "value" not in item:
                     raise HostError(
-                        f"{host}: cannot read sysctl {key} ({detail}); this kernel may not have it: "
-                        f"remove it from provision.sysctls or use another host"
+                        f"{host}: cannot read sysctl {key} ({item.get('error') or 'no output'}); this kernel may "
+                        f"not have it: remove it from provision.sysctls or use another host"
                     )
-                values[key] = item.get("stdout", "")
-            missing = [key for key in keys if key not in values]
-            if missing:
-                raise ProvisionError(f"{host}: snapshot did not read sysctl {missing[0]}; see {self._stdout_hint()}")
+                values[key] = item["value"]
             before[host] = values
-        return HostState(facts=facts, sysctls_before=before)
+            settings[host] = read["settings"]
+            notes[host] = list(read.get("notes", []))
+        return HostState(facts=facts, sysctls_before=before, settings_before=settings, notes=notes)
 
     # --- apply ------------------------------------------------------------------
 
     def apply(self, spec: spec_module.ExperimentSpec, workload_dir: Path, hosts_by_role: dict[str, tuple[Host, ...]], parameters: dict,
               run_id: str) -> tuple[Workspace, dict[str, dict[str, str]]]:
-        """Install packages, set sysctls, copy the workload, build, create data; return tool versions."""
+        """Install packages, set sysctls and provision.net, copy the workload, build, create data,
+        install provision.pip into a venv; return the workspace and, per host, tool versions (with
+        "pip packages" and "provision.net" entries when those are used)."""
         workspace = self.workspace_for(run_id)
         workload_dir = Path(workload_dir).resolve()
         if not workload_dir.is_dir():
@@ -194,12 +247,25 @@ class Provisioner:
                 raise SpecError(f"provision.data {data.name}: {exc}") from None
             for host in hosts_by_role.get(data.role, ()):
                 data_by_host[host.name].append({"path": f"{workspace.data}/{data.name}", "size": size})
+        # The spec's pattern admits names, extras and version constraints only: no pip options.
+        requirements = list(getattr(provision, "pip", None) or [])
+        if requirements:
+            workspace = replace(workspace, python=f"{workspace.workdir}/venv/bin/python3")
+        packages = list(provision.packages)
+        if requirements and "python3-venv" not in packages:
+            packages.append("python3-venv")  # Debian's python3 has no venv (ensurepip) without it
+        net = getattr(provision, "net", None)
+        service_addresses = {host.name: host.service_address for hosts in hosts_by_role.values() for host in hosts}
         tools = _tools_used(spec)
         extravars = {
-            "packages": list(provision.packages),
+            "net": net.model_dump() if net is not None else None,
+            "service_addresses": service_addresses,
+            "packages": packages,
+            "pip_requirements": requirements,
+            "pip_timeout": PIP_TIMEOUT,
             "sysctls": {key: str(value) for key, value in provision.sysctls.items()},
             "workspace": {"workdir": workspace.workdir, "workload": workspace.workload,
-                          "bin": workspace.bin, "data": workspace.data},
+                          "bin": workspace.bin, "data": workspace.data, "venv": f"{workspace.workdir}/venv"},
             "workload_source": str(workload_dir),
             "builds_by_host": builds_by_host,
             "data_by_host": data_by_host,
@@ -217,13 +283,29 @@ class Provisioner:
                 version = _version_line(item)
                 if version:
                     found[item["item"]["tool"]] = version
+            if requirements:
+                found["pip packages"] = _pip_packages(_ok_result(events, host, "Read venv packages"))
+            if net is not None:
+                found["provision.net"] = _net_applied(_script_output(events, host, "Tune the service device"), net)
             versions[host] = found
         return workspace, versions
 
     # --- restore ----------------------------------------------------------------
 
     def restore(self, state: HostState, workspace_dir: str | None) -> None:
-        """Put every snapshotted sysctl back and remove the workdir; never cancelled.
+        """Put the hosts back as the snapshot found them, then check that they are; never cancelled.
+
+        Puts back every snapshotted sysctl and host setting that differs (RPS/XPS
+        masks, IRQ affinity, governor, rps_sock_flow_entries, channels, offloads;
+        detaches XDP programs and deletes the harness's nftables table and
+        qdiscs that were not there before) and removes the workdir. Then reads
+        everything again: if any setting still differs from the snapshot, raises
+        DriftError, whose `drift` lists each one (host, setting, before, after).
+        Raises ProvisionError if restore could not run or read a host at all.
+
+        Net devices and IRQs that appeared or vanished during the run are not
+        compared: the harness neither creates nor deletes them, and on a shared
+        machine other programs do.
 
         With workspace_dir None, the workdir of the last apply() (if one was
         started) is removed, so a caller whose apply failed early can still clean up.
@@ -234,10 +316,12 @@ class Provisioner:
             if str(path) != workdir or path.parent != PurePosixPath(WORK_ROOT) or path.name in ("", ".", ".."):
                 raise ProvisionError(f"refusing to remove {workdir!r}: the harness only removes {WORK_ROOT}/<run id>")
         wanted = {host: dict(values) for host, values in state.sysctls_before.items() if host in self.host_names}
-        extravars = {"sysctls_by_host": wanted, "workdir": workdir or ""}
+        settings = {host: dict(values) for host, values in state.settings_before.items() if host in self.host_names}
+        extravars = {"sysctls_by_host": wanted, "settings_by_host": settings, "workdir": workdir or ""}
 
         def left_changed(host: str) -> str:
-            left = [f"sysctls {', '.join(wanted[host])}"] if wanted.get(host) else []
+            left = ["host settings"] if settings.get(host) else []
+            left += [f"sysctls {', '.join(wanted[host])}"] if wanted.get(host) else []
             left += [f"workdir {workdir}"] if workdir else []
             return f"it may still have {' and '.join(left) or 'nothing'} changed"
 
@@ -247,25 +331,28 @@ class Provisioner:
         except ProvisionError as exc:
             everywhere = "; ".join(f"{host}: {left_changed(host)}" for host in self.host_names)
             raise ProvisionError(f"restore failed: {exc}; {everywhere}") from None
-        problems = []
+        drift: list[Drift] = []
+        unchecked = []
         for host in self.host_names:
-            set_errors = {}
-            for item in _loop_results(events, host, "Restore sysctls", failed_too=True):
-                if item.get("failed"):
-                    set_errors[item["item"]["item"]["key"]] = _detail(item)
-            after = {item["item"]["key"]: item for item in _loop_results(events, host, "Read sysctls after restoring")}
+            restored = _script_output(events, host, "Restore host settings")
+            if restored is None or not isinstance(restored.get("settings"), dict):
+                res = _ok_result(events, host, "Restore host settings") or {}
+                unchecked.append(f"{host}: restore did not run there ({_detail(res)}), so {left_changed(host)}")
+                continue
+            drift += _settings_drift(host, settings.get(host, {}), restored["settings"], restored.get("failures", {}))
             for key, value in wanted.get(host, {}).items():
-                read = after.get(key)
-                now = read.get("stdout") if read and read.get("rc") == 0 else None
+                item = restored.get("sysctls", {}).get(key, {})
+                now = item.get("after")
                 if now is None or now.split() != value.split():
-                    why = set_errors.get(key) or (f"it reads {now!r}" if now is not None else "it cannot be read")
-                    problems.append(f"{host}: sysctl {key} left changed ({why}); "
-                                    f"set it by hand: sysctl -w {key}='{' '.join(value.split())}'")
-            removal = _failed_result(events, host, "Remove the workdir")
-            if removal is not None:
-                problems.append(f"{host}: workdir {workdir} not removed ({_detail(removal)}); remove it by hand")
-        if problems:
-            raise ProvisionError("restore incomplete: " + "; ".join(problems))
+                    drift.append(Drift(host, f"sysctl {key}", value, "unreadable" if now is None else now,
+                                       item.get("error", "")))
+            if restored.get("workdir_error"):
+                drift.append(Drift(host, f"workdir {workdir}", "absent", "present", restored["workdir_error"]))
+        if unchecked:
+            raise ProvisionError("restore incomplete: " + "; ".join(unchecked)
+                                 + "".join(f"; {item}" for item in drift))
+        if drift:
+            raise DriftError(drift)
 
     # --- running a playbook -------------------------------------------------------
 
@@ -409,11 +496,9 @@ def _failed_result(events: list[dict], host: str, task: str) -> dict | None:
     return None
 
 
-def _loop_results(events: list[dict], host: str, task: str, failed_too: bool = False) -> list[dict]:
+def _loop_results(events: list[dict], host: str, task: str) -> list[dict]:
     """Per-item results of a loop task (empty if it was skipped or had no items)."""
     res = _ok_result(events, host, task)
-    if res is None and failed_too:
-        res = _failed_result(events, host, task)
     return [item for item in (res or {}).get("results", []) if isinstance(item, dict) and not item.get("skipped")]
 
 
@@ -476,10 +561,48 @@ def _host_facts(facts: dict) -> dict:
 def _tools_used(spec) -> list[str]:
     words = set(spec.provision.packages)
     for variant in spec.variants.values():
-        words.add(variant.server.command[0])
+        if variant.server:
+            words.add(variant.server.command[0])
         words.add(variant.load.command[0])
     used = [tool for tool in VERSION_COMMANDS if tool in words or tool in ALWAYS_REPORTED]
     return used
+
+
+def _script_output(events: list[dict], host: str, task: str) -> dict | None:
+    """The JSON that playbooks/files/host_state.py printed in `task` on `host`, if it ran."""
+    res = _ok_result(events, host, task) or _failed_result(events, host, task)
+    if not res or res.get("rc") != 0:
+        return None
+    try:
+        output = json.loads(res.get("stdout") or "")
+    except ValueError:
+        return None
+    return output if isinstance(output, dict) else None
+
+
+def _settings_drift(host: str, before: dict[str, str], after: dict[str, str], failures: dict[str, str]) -> list[Drift]:
+    """Settings read both before and after that differ; a device or IRQ that came or went is not compared."""
+    return [Drift(host, key, value, after[key], failures.get(key, ""))
+            for key, value in before.items() if key in after and after[key] != value]
+
+
+def _net_applied(output: dict | None, net) -> str:
+    """What provision.net did on a host, for the report: the device and values, or why it was skipped."""
+    if output is None:
+        return "not applied"
+    if output.get("skipped"):
+        return f"skipped: {output['skipped']}"
+    values = ", ".join(f"{key}={value}" for key, value in net.model_dump().items() if value is not None)
+    return f"{output.get('device')}: {values}"
+
+
+def _pip_packages(res: dict | None) -> str:
+    """`pip list --format json` of the venv as one line: "name==version ..." sorted by name."""
+    try:
+        listed = json.loads((res or {}).get("stdout") or "")
+        return " ".join(sorted(f"{entry['name']}=={entry['version']}" for entry in listed)) or "none"
+    except (ValueError, TypeError, KeyError):
+        return "unknown"
 
 
 def _version_line(item: dict) -> str:
