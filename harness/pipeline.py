@@ -20,7 +20,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -33,7 +33,7 @@ from harness.execute import TrialSetting, cpus_for, parse_cpu_list, run_trial
 from harness.interrupt import NoSignals, StopSignals
 from harness.inventory import Host, Inventory, load as load_inventory
 from harness.plan import Plan, make_plan
-from harness.provision import HostState, Provisioner, Workspace
+from harness.provision import DriftError, HostState, Provisioner, Workspace
 from harness.remote import HostSession
 from harness.store import FORMAT_VERSION, RunDirectory
 
@@ -78,6 +78,7 @@ class _Gathered:
     cpu_restriction: str | None = None  # --cpus
     topology: dict | None = None  # host -> {"cpus", "numa_nodes"}; the full text is in raw/topology-HOST.txt
     not_applicable: str | None = None  # why the hosts cannot test the claim (experiment `requires`)
+    drift: list = field(default_factory=list)  # provision.Drift: settings restore could not put back
 
 
 def run_experiment(experiment_path: str | Path, inventory_path: str | Path, out_dir: str | Path, quick: bool = False,
@@ -191,6 +192,9 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
         with signals.deferred():
             try:
                 provisioner.restore(gathered.state, Provisioner.workdir_for(run.run_id))
+            except DriftError as exc:  # restored, but not every setting is as the snapshot found it
+                gathered.drift = exc.drift
+                restore_error = exc
             except HarnessError as exc:
                 restore_error = exc
         if isinstance(run_error, HarnessError) and restore_error is not None:
@@ -371,6 +375,7 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
                                           spec.analysis.gate_errors,
                                           has_server=spec.variants[m.variant].server is not None)]
     run.write_text("gates.csv", pd.DataFrame(gate_rows, columns=GATE_COLUMNS).to_csv(index=False))
+    run.write_json("drift.json", [asdict(item) for item in gathered.drift])
     verdicts, pyperf_lines, thresholds_by_condition = [], [], {}
     for number, condition in enumerate(plan.conditions):
         own = values[values["condition"] == condition.label]
@@ -462,6 +467,7 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
         },
         "files": [{"label": name, "href": name} for name in run.files() if name != "index.html"],
         "notes": _notes(spec, hosts_by_role, gathered, measurements),
+        "drift": [asdict(item) for item in gathered.drift],
     }
     run.write_text("index.html", report.render_report(context, TEMPLATES))
     # Last: the sha256 of every file the run wrote, for `harness verify`.
@@ -612,7 +618,11 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
 
 def _notes(spec, hosts_by_role, gathered: _Gathered, measurements) -> list[str]:
     notes = []
-    if gathered.error is not None:
+    if gathered.drift:
+        notes.append(f"The hosts did not return to their snapshot: {len(gathered.drift)} setting"
+                     f"{'s' if len(gathered.drift) != 1 else ''} differ after restore (Host state after the run, "
+                     "drift.json). The measurements themselves completed.")
+    elif gathered.error is not None:
         notes.append(f"The run stopped early: {gathered.error}. The numbers above are the trials that completed.")
     if gathered.not_applicable:
         notes.append(f"Not applicable here: {gathered.not_applicable}")
@@ -656,6 +666,8 @@ def _manifest(spec, digest, experiment_path, inventory, plan, run, gathered, sta
             "facts": gathered.state.facts if gathered.state else {},
             "sysctls_before": gathered.state.sysctls_before if gathered.state else {},
             "sysctls_applied": dict(spec.provision.sysctls),
+            "settings_before": gathered.state.settings_before if gathered.state else {},
+            "state_notes": gathered.state.notes if gathered.state else {},
             # Part of the host's fingerprint: a run restricted to fewer CPUs is other hardware.
             "cpu_restriction": gathered.cpu_restriction,
             "topology": gathered.topology or {},

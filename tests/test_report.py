@@ -52,6 +52,7 @@ def context(values, verdicts, charts):
         "summary": summarise(values),
         "verdicts": verdicts,
         "claim_verdict": claim_verdict(verdicts),
+        "drift": [],
         "sweep": {},
         "thresholds": Thresholds(),
         "charts": charts,
@@ -338,3 +339,16 @@ def test_missing_percentages_show_a_dash(missing):
 )
 def test_quantity(value, shown):
     assert quantity(value) == shown
+
+
+def test_drift_after_restore_is_listed_and_escaped(context):
+    context["drift"] = [{"host": "h1", "setting": "qdisc veth0", "before": "noqueue", "after": "tbf <rate>",
+                         "why": "deleted by hand"}]
+    html = render_report(context, TEMPLATES)
+    assert "these settings differ from the snapshot" in html
+    assert "<code>qdisc veth0</code>" in html and "tbf &lt;rate&gt;" in html
+
+
+def test_a_clean_restore_says_so(context):
+    html = render_report(context, TEMPLATES)
+    assert "read back as before after restore" in html
