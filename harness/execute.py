@@ -9,6 +9,7 @@ shows whether the harness stayed off the CPU while it measured.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -83,6 +84,9 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
     server_log = f"{setting.workspace.workdir}/{stem}-server.log"
     load_pidfile = f"{setting.workspace.workdir}/{stem}-load.pid"
 
+    if variant.net:
+        for host in dict.fromkeys((server_host, client_host)):
+            _tune(setting.sessions[host.name], host, variant.net, setting.workspace.workdir, trial)
     server: Background | None = None
     proxy: Background | None = None
     load_done = False
@@ -182,6 +186,23 @@ def _clean_up(server_session, client_session, server, proxy, server_log, load_pi
         except (HarnessError, OSError) as exc:
             problems.append(f"could not fetch {server_log}: {exc}")
     return problems
+
+
+HOST_STATE_SCRIPT = Path(__file__).resolve().parent.parent / "playbooks" / "files" / "host_state.py"
+
+
+def _tune(session: HostSession, host: Host, net, workdir: str, trial: Trial) -> None:
+    """Set the variant's steering on the device carrying the host's address and read it back
+    (playbooks/files/host_state.py tune, the script provisioning uses); the run's restore
+    puts the snapshot's values back."""
+    script = HOST_STATE_SCRIPT if host.local else f"{workdir}/host_state.py"
+    if not host.local:
+        session.put(HOST_STATE_SCRIPT, script)
+    given = json.dumps({"address": host.service_address, "net": net.model_dump(exclude_none=True)})
+    result = session.shell(f"printf %s {shlex.quote(given)} | /usr/bin/python3 {shlex.quote(str(script))} tune",
+                           timeout=60, check=False, shown="tune the link")
+    if result.exited != 0:
+        raise TrialError(f"{host.name}: variants.{trial.variant}.net: {_last_line(result.stderr or result.stdout)}")
 
 
 def _result_output(setting: TrialSetting, variant: Variant, values: dict, wall: float, trial: Trial,

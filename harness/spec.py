@@ -162,6 +162,8 @@ class Variant(Model):
     server: Server | None = None  # none: the load command is the whole benchmark
     load: Load
     result: Result | None = None
+    # Steering set before each of this variant's trials on its server's and load's hosts.
+    net: NetTuning | None = None
 
 
 class Pair(Model):
@@ -245,6 +247,14 @@ class ExperimentSpec(Model):
                 raise _Located(("sweep", key), "delay_ms values must be numbers of milliseconds from 0 to 10000")
             if len(set(map(str, values))) != len(values):
                 raise _Located(("sweep", key), "a value is listed twice")
+        tuned = {name: tuple(sorted(v.net.model_dump(exclude_none=True))) if v.net else ()
+                 for name, v in self.variants.items()}
+        if any(tuned.values()) and len(set(tuned.values())) > 1:
+            name = min(tuned, key=lambda n: len(tuned[n]))
+            raise _Located(("variants", name, "net"),
+                           "every variant must set the same net fields, or a trial would inherit the last "
+                           f"variant's settings ({name} sets {', '.join(tuned[name]) or 'none'}; "
+                           f"others set {', '.join(max(tuned.values(), key=len))})")
         if self.link.delay_ms and DELAY_KEY in self.sweep:
             raise _Located(("link", "delay_ms"), "the delay is swept (sweep.delay_ms); drop link.delay_ms")
         return self
