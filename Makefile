@@ -10,8 +10,12 @@ STAMP := $(VENV)/.installed
 run: $(STAMP)
 	$(VENV)/bin/harness run $(EXP) $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) /usr/bin/chromedriver
 	$(VENV)/bin/pytest $(ARGS)
+
+# The browser test's Chromium, installed by the harness's own playbook.
+/usr/bin/chromedriver: | $(STAMP)
+	$(VENV)/bin/ansible-playbook -i localhost, -e ansible_python_interpreter=/usr/bin/python3 playbooks/test_tools.yml
 
 # Python's venv module is a separate Debian package; install it when missing.
 $(VENV)/bin/python:

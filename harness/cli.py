@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -37,7 +38,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("experiment")
+@click.argument("experiment", required=False)
 @click.option("--inventory", "inventory_path", default=str(DEFAULT_INVENTORY), show_default="inventory.ini",
               help="Ansible inventory mapping the experiment's roles to hosts.")
 @click.option("--out", "out_dir", default="reports", show_default=True,
@@ -49,17 +50,31 @@ def main() -> None:
               metavar="FRACTION",
               help="Repeat until every pair's interval is within ±FRACTION of its ratio (default: the experiment's "
                    "adaptive.target_half_width, 0.05).")
-def run(experiment: str, inventory_path: str, out_dir: str, quick: bool, seed: int | None,
-        target_width: float | None) -> None:
+@click.option("--cpus", metavar="LIST", callback=lambda ctx, param, value: _cpu_list(value),
+              help="Run servers and load generators on these CPUs only (e.g. 0 or 0-1), as if the host had no "
+                   "others; recorded in the manifest as part of the host's fingerprint.")
+@click.option("--resume", "resume_dir", metavar="RUN_DIR", type=click.Path(file_okay=False),
+              help="Finish the remaining trials of an interrupted or failed run, in RUN_DIR, with its experiment, "
+                   "profile, seed and CPUs (EXPERIMENT and those options are then not given).")
+def run(experiment: str | None, inventory_path: str, out_dir: str, quick: bool, seed: int | None,
+        target_width: float | None, cpus: str | None, resume_dir: str | None) -> None:
     """Run EXPERIMENT (a YAML file) and write its report."""
-    from harness.pipeline import RunFailed, run_experiment  # heavy imports only when running
+    from harness.pipeline import RunFailed, resume_experiment, run_experiment  # heavy imports only when running
 
+    if resume_dir and (experiment or quick or seed is not None or target_width or cpus):
+        raise click.UsageError("--resume takes the experiment, --quick, --seed, --target-width and --cpus from "
+                               "the run it resumes; give only RUN_DIR (and --inventory)")
+    if not resume_dir and not experiment:
+        raise click.UsageError("give an EXPERIMENT file, or --resume RUN_DIR")
     console = Console(stderr=True)
     display = _ProgressDisplay(console)
     try:
         with StopSignals() as signals, display:
-            outcome = run_experiment(experiment, inventory_path, out_dir, quick=quick, progress=display.update,
-                                     signals=signals, seed=seed, target_half_width=target_width)
+            if resume_dir:
+                outcome = resume_experiment(resume_dir, inventory_path, progress=display.update, signals=signals)
+            else:
+                outcome = run_experiment(experiment, inventory_path, out_dir, quick=quick, progress=display.update,
+                                         signals=signals, seed=seed, target_half_width=target_width, cpus=cpus)
     except RunFailed as failure:
         _fail(failure, 130 if isinstance(failure.cause, Interrupted) else 1)
     except HarnessError as error:
@@ -67,8 +82,18 @@ def run(experiment: str, inventory_path: str, out_dir: str, quick: bool, seed: i
     for verdict in outcome.verdicts:
         measured = f"{verdict.measured_ratio:.2f}x" if verdict.measured_ratio is not None else "n/a"
         interval = (f" [{verdict.ci_low:.2f}, {verdict.ci_high:.2f}]" if verdict.ci_low is not None else "")
-        click.echo(f"{verdict.pair} ({verdict.baseline} -> {verdict.treatment}): {verdict.verdict} (claimed {verdict.claimed_ratio:g}x, measured {measured}{interval})")
+        condition = f" [{verdict.condition}]" if verdict.condition else ""
+        click.echo(f"{verdict.pair}{condition} ({verdict.baseline} -> {verdict.treatment}): {verdict.verdict} "
+                   f"(claimed {verdict.claimed_ratio:g}x, measured {measured}{interval})")
+    if outcome.claim_verdict is not None:
+        click.echo(f"claim: {outcome.claim_verdict.verdict}: {outcome.claim_verdict.reason}")
     click.echo(f"report: {outcome.run_dir / 'index.html'}")
+
+
+def _cpu_list(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*", value):
+        raise click.BadParameter(f"{value!r}: give CPU numbers and ranges, e.g. 0 or 0-1 or 0,2")
+    return value
 
 
 @main.command()
@@ -90,6 +115,69 @@ def verify(run_dir: str) -> None:
     except HarnessError as error:
         _fail(error)
     click.echo(f"{run_dir}: ok ({count} files match manifest.json)")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR RUN_DIR...")
+@click.option("--out", "out_dir", metavar="DIR",
+              help="Folder that receives index.html and compare.json (default: reports/compare-<UTC time>).")
+@click.option("--allow-different", is_flag=True,
+              help="Compare runs of different experiment definitions (their file's sha256 differs) anyway.")
+def compare(run_dirs: tuple[str, ...], out_dir: str | None, allow_different: bool) -> None:
+    """Put runs side by side: ratios, intervals and verdicts per claim, pair and condition,
+    flipped verdicts, significant differences, and what differs in their environments."""
+    if len(run_dirs) < 2:
+        raise click.UsageError("give at least two run directories")
+    from harness import compare as compare_module  # heavy imports only when comparing
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = Path(out_dir) if out_dir else Path("reports") / f"compare-{stamp}"
+    try:
+        runs = [compare_module.load_run(path) for path in run_dirs]
+        comparison = compare_module.compare_runs(runs, allow_different=allow_different)
+        page = compare_module.write_comparison(comparison, target, spec_module.PROJECT_ROOT / "templates")
+    except HarnessError as error:
+        _fail(error)
+    for row in comparison.rows:
+        cells = "  ".join(_compared_cell(position, cell) for position, cell in enumerate(row.cells))
+        condition = f" [{row.condition}]" if row.condition else ""
+        click.echo(f"{row.claim_id} {row.pair_name}{condition}: {cells}")
+    differing = comparison.differing_environment
+    click.echo(f"environment differs in {len(differing)} of {len(comparison.environment)} recorded items"
+               + (f": {', '.join(row.name for row in differing[:6])}{', ...' if len(differing) > 6 else ''}"
+                  if differing else ""))
+    click.echo(f"compare: {page}")
+
+
+def _compared_cell(position: int, cell) -> str:
+    if cell is None:
+        return f"run {position + 1}: absent"
+    measured = f"{cell.measured_ratio:.2f}x" if cell.measured_ratio is not None else "n/a"
+    text = f"run {position + 1}: {cell.verdict} {measured}"
+    if cell.flipped:
+        text += " (flipped)"
+    if cell.difference is not None and cell.difference.significant is not None:
+        text += " (significant difference)" if cell.difference.significant else " (no significant difference)"
+    return text
+
+
+@main.command()
+@click.argument("reports_dir")
+@click.option("--out", "site_dir", required=True, metavar="SITE_DIR",
+              help="Folder that receives the site; an earlier site there is replaced, anything else is refused.")
+def publish(reports_dir: str, site_dir: str) -> None:
+    """Build a static site of every run under REPORTS_DIR: an index, a page per claim, every report,
+    compare pages and the raw JSON; relative links only, so it works from file:// and any web server."""
+    from harness.publish import build_site
+
+    try:
+        site = build_site(reports_dir, site_dir, spec_module.PROJECT_ROOT / "templates")
+    except HarnessError as error:
+        _fail(error)
+    for _, reason in site.skipped:
+        click.echo(f"skipped: {reason}", err=True)
+    click.echo(f"{len(site.runs)} runs, {len(site.claims)} claims, {len(site.comparisons)} compare pages")
+    click.echo(f"site: {site.path / 'index.html'}")
 
 
 @main.command(name="list")
@@ -259,34 +347,87 @@ def _shown(path: Path) -> str:
 
 
 class _ProgressDisplay:
-    """Stages as lines, trials as a bar. Redrawn only on events: no refresh
-    thread runs while a measurement is in progress."""
+    """Where the run is: the stage, trial i of N, the variant (and condition) and the time left.
 
-    def __init__(self, console: Console):
+    On a terminal a rich bar, redrawn only on events: no refresh thread runs while a
+    measurement is in progress. Elsewhere (a pipe, a file, CI) plain lines: one per stage,
+    `· TEXT`, and one per trial, `trial I: VARIANT [CONDITION] SECONDS s (I of N, about T left)`.
+    The estimate is the mean time per trial so far times the trials still to run; N is the
+    most trials the run may take, so an adaptive run that stops early ends sooner.
+    """
+
+    def __init__(self, console: Console, clock=time.monotonic):
         self.console = console
+        self.clock = clock
+        self.live = console.is_terminal
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, auto_refresh=False, transient=False,
+            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[left]}", markup=False),
+            TimeElapsedColumn(), console=console, auto_refresh=False, transient=False,
         )
         self.task = None
+        self.total = 0
+        self.done = 0  # trials done, those of a resumed run's earlier session included
+        self.resumed = 0  # trials done before this session: not timed here
+        self.started = None
+        self.stage = ""
 
     def __enter__(self):
-        self.progress.__enter__()
+        if self.live:
+            self.progress.__enter__()
         return self
 
     def __exit__(self, *exc):
-        self.progress.refresh()
-        self.progress.__exit__(*exc)
+        if self.live:
+            self.progress.refresh()
+            self.progress.__exit__(*exc)
+
+    def time_left(self) -> str:
+        timed = self.done - self.resumed
+        if timed <= 0 or self.started is None:
+            return "time left unknown"
+        seconds = (self.clock() - self.started) / timed * max(0, self.total - self.done)
+        return f"about {_duration(seconds)} left"
 
     def update(self, event: str, info: dict) -> None:
         if event == "stage":
-            self.console.print(f"· {info['text']}", highlight=False)
+            self.stage = info["text"]
+            self.console.print(f"· {self.stage}", highlight=False, markup=False)
+            if self.task is not None:
+                self.progress.update(self.task, description=self.stage)
         elif event == "trials":
-            self.task = self.progress.add_task("trials", total=info["total"])
-        elif event == "trial" and self.task is not None:
-            self.progress.update(self.task, advance=1,
-                                 description=f"trials (last: {info['variant']} {info['seconds']:.3f} s)")
-            if not self.console.is_terminal:
-                self.console.print(f"  trial {info['index'] + 1}: {info['variant']} {info['seconds']:.4f} s",
-                                   highlight=False)
-        self.progress.refresh()
+            self.total, self.started = info["total"], self.clock()
+            self.done = self.resumed = info.get("done", 0)
+            if self.live:
+                self.task = self.progress.add_task("measuring", total=self.total, completed=self.done, left="")
+        elif event == "trial_start" and self.task is not None:
+            self.progress.update(self.task, description=f"trial {info['index'] + 1} of {self.total}: "
+                                                        f"{_variant(info)}")
+        elif event == "trial":
+            self.done += 1
+            number = info["index"] + 1
+            if self.task is not None:
+                self.progress.update(self.task, completed=self.done, left=self.time_left(),
+                                     description=f"trial {number} of {self.total} done: {_variant(info)} "
+                                                 f"{info['seconds']:.4g} s")
+            else:
+                self.console.print(f"trial {number}: {_variant(info)} {info['seconds']:.4g} s "
+                                   f"({self.done} of {self.total}, {self.time_left()})",
+                                   highlight=False, markup=False)
+        if self.live:
+            self.progress.refresh()
+
+
+def _variant(info: dict) -> str:
+    condition = info.get("condition")
+    return f"{info['variant']} [{condition}]" if condition else info["variant"]
+
+
+def _duration(seconds: float) -> str:
+    """12 s, 3 min 05 s, 1 h 02 min."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"

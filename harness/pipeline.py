@@ -51,6 +51,7 @@ class RunOutcome:
     run_dir: Path
     status: str
     verdicts: list[analyse.PairVerdict]
+    claim_verdict: analyse.ClaimVerdict | None = None
 
 
 class RunFailed(HarnessError):
@@ -162,7 +163,8 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
                                   signals.cancel_requested)
         progress("stage", {"text": "recording host settings (ansible: snapshot)"})
         with signals.deferred():
-            gathered.state = provisioner.snapshot(list(spec.provision.sysctls))
+            gathered.state = provisioner.snapshot(list(spec.provision.sysctls),
+                                                  {host.name: host.service_address for host in hosts})
         signals.check()
         restore_error = None
         run_error = None
@@ -219,6 +221,8 @@ def _run_rounds(spec, plan: Plan, setting: TrialSetting, gathered: _Gathered, pr
             if trial.index in done:
                 continue
             signals.check()
+            progress("trial_start", {"index": trial.index, "variant": trial.variant,
+                                     "condition": trial.condition.label})
             try:
                 output = run_trial(trial, setting, signals)
             except Interrupted:
@@ -393,13 +397,15 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
     status = _status(gathered.error)
     conditions = _conditions(spec, hosts_by_role, plan, gathered)
     run.write_json("summary.json", {
-        "claim_id": spec.claim.id, "claimed_ratio": spec.claim.claimed_ratio, "status": status,
+        "claim_id": spec.claim.id, "statement": spec.claim.statement, "claimed_ratio": spec.claim.claimed_ratio,
+        "better": spec.claim.better, "status": status,
         "sweep": {key: list(values) for key, values in spec_module.sweep_for(spec, plan.quick).items()},
         **summary_verdict.as_dict(),
     })
     run.write_json("verdicts.json", [
         {
             "claim_id": spec.claim.id,
+            "better": spec.claim.better,
             "condition": dict(_condition_of(plan, v.condition).values),
             "condition_label": v.condition,
             "pair": [v.baseline, v.treatment],
@@ -472,7 +478,7 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
     run.write_text("index.html", report.render_report(context, TEMPLATES))
     # Last: the sha256 of every file the run wrote, for `harness verify`.
     run.write_json("manifest.json", {**manifest, "file_sha256": run.digests()})
-    return RunOutcome(run_dir=run.path, status=status, verdicts=verdicts)
+    return RunOutcome(run_dir=run.path, status=status, verdicts=verdicts, claim_verdict=summary_verdict)
 
 
 def _series(frame: pd.DataFrame, plan: Plan) -> tuple[pd.DataFrame, list[tuple[str, str]]]:

@@ -181,10 +181,11 @@ class Provisioner:
 
     # --- snapshot -------------------------------------------------------------
 
-    def snapshot(self, sysctl_keys: list[str]) -> HostState:
-        """Read facts, the current value of each sysctl the run will set, and the host settings."""
+    def snapshot(self, sysctl_keys: list[str], service_addresses: dict[str, str] | None = None) -> HostState:
+        """Read facts, the current value of each sysctl the run will set, and the host settings
+        (of the devices holding each host's service address, and lo, when given)."""
         keys = list(dict.fromkeys(sysctl_keys))
-        events = self._run("snapshot", {"sysctl_keys": keys})
+        events = self._run("snapshot", {"sysctl_keys": keys, "service_addresses": service_addresses or {}})
         facts, before, settings, notes = {}, {}, {}, {}
         for host in self.host_names:
             gathered = _ok_result(events, host, "Gather facts")

@@ -52,7 +52,7 @@ def main():
     mode = sys.argv[1]
     given = json.loads(sys.stdin.read() or "{}")
     if mode == "read":
-        settings, notes = read_settings()
+        settings, notes = read_settings(given.get("address"))
         result = {"settings": settings, "notes": notes, "ethtool": shutil.which("ethtool") is not None,
                   "sysctls": {key: read_sysctl(key) for key in given.get("sysctl_keys", [])}}
     elif mode == "restore":
@@ -73,9 +73,15 @@ def main():
 # --- reading --------------------------------------------------------------------
 
 
-def read_settings():
+def read_settings(address=None):
+    """Every setting of the devices a run uses: the one holding the host's service address,
+    and lo; every device when no address is given. Devices others create and change while
+    a run goes on (another lab, say) are no business of this run."""
     settings, notes = {}, []
     devices = net_devices()
+    if address:
+        used = {device_of(address), "lo"}
+        devices = [device for device in devices if device in used]
     for device in devices:
         for path in sorted(glob.glob(f"/sys/class/net/{device}/queues/rx-*/rps_cpus")
                            + glob.glob(f"/sys/class/net/{device}/queues/rx-*/rps_flow_cnt")

@@ -1,0 +1,340 @@
+"""Many run directories -> one static site.
+
+    SITE/index.html                  every run, newest first: date, host, status, and a
+                                     runs x claims matrix of verdicts as coloured cells
+    SITE/site.json                   the index's data (and the mark of a site this module built)
+    SITE/claims/<claim>.html         one claim across runs and hosts: a chart and a table
+    SITE/runs/<run id>/              a copy of each run directory: its report, verdicts.json,
+                                     manifest.json, measurements.csv, raw files
+    SITE/compare/<claim>-<sha8>/     index.html and compare.json: every run of one experiment
+                                     definition (file sha256) side by side, oldest first
+
+Links are relative and no page loads anything from elsewhere (no script, no CDN, no web
+font), so the site works from file:// and from any static web server. The site is rebuilt
+whole each time: written beside SITE under a temporary name, then swapped in.
+
+Pure functions build each page's text from RunRecords; build_site is the one that touches
+the disk.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+
+from harness import compare  # noqa: E402
+from harness.charts import _STYLE, VERDICT_COLOURS, _nice_ticks, _to_svg  # noqa: E402
+from harness.compare import RunRecord, condition_label, pair_name  # noqa: E402
+from harness.errors import HarnessError  # noqa: E402
+
+FORMAT_VERSION = 1
+SITE_KIND = "harness site"
+SITE_MARK = "site.json"
+DEFAULT_K = 1.25  # analyse.Thresholds().k, for verdict entries that do not record theirs
+
+
+@dataclass(frozen=True)
+class Site:
+    path: Path
+    runs: tuple[RunRecord, ...]  # newest first
+    skipped: tuple[tuple[str, str], ...]  # (path, why)
+    claims: tuple[str, ...]
+    comparisons: tuple[str, ...]  # hrefs of compare pages, relative to the site
+
+
+# --- which runs ---------------------------------------------------------------------------
+
+
+def find_runs(reports_dir: Path, exclude: Path | None = None) -> tuple[list[RunRecord], list[tuple[str, str]]]:
+    """Every run directory under reports_dir (a folder with manifest.json), newest first, and
+    (folder, why) for those that could not be read; `why` names the folder. Folders under
+    `exclude` (the site itself) are left out, and a run found twice (a copy) is kept once."""
+    exclude = exclude.resolve() if exclude else None
+    runs: list[RunRecord] = []
+    skipped: list[tuple[str, str]] = []
+    seen: dict[str, Path] = {}
+    for manifest in sorted(Path(reports_dir).rglob("manifest.json")):
+        directory = manifest.parent
+        if exclude and directory.resolve().is_relative_to(exclude):
+            continue
+        try:
+            run = compare.load_run(directory)
+        except HarnessError as error:
+            skipped.append((str(directory), str(error)))
+            continue
+        if run.run_id in seen:
+            skipped.append((str(directory), f"{directory}: run {run.run_id} is also in {seen[run.run_id]}"))
+            continue
+        seen[run.run_id] = directory
+        runs.append(run)
+    runs.sort(key=lambda run: (run.started, run.run_id), reverse=True)
+    return runs, skipped
+
+
+def overall_verdict(run: RunRecord) -> str:
+    """The run's one verdict: summary.json's, else the verdict every pair and condition agree on,
+    else "mixed"; "none" when the run has no verdicts."""
+    if run.summary and run.summary.get("verdict"):
+        return str(run.summary["verdict"])
+    verdicts = {str(entry.get("verdict")) for entry in run.verdicts}
+    if not verdicts:
+        return "none"
+    return verdicts.pop() if len(verdicts) == 1 else "mixed"
+
+
+def comparison_groups(runs: Sequence[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:
+    """Runs of one experiment definition (claim and file sha256), oldest first; only groups of two or more."""
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for run in runs:
+        if run.experiment_sha256:
+            groups.setdefault((run.claim_id, run.experiment_sha256), []).append(run)
+    return {key: sorted(group, key=lambda run: (run.started, run.run_id))
+            for key, group in sorted(groups.items()) if len(group) >= 2}
+
+
+def slug(text: str) -> str:
+    """A file name from a claim id or run id: letters, digits, '_', '-', '.'."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text) or "_"
+
+
+def run_href(run: RunRecord, name: str = "index.html") -> str:
+    return f"runs/{slug(run.run_id)}/{name}"
+
+
+def report_href(run: RunRecord) -> str | None:
+    """The run's report in the site; None for a run directory without one."""
+    return run_href(run) if (run.path / "index.html").is_file() else None
+
+
+def landing_href(run: RunRecord) -> str:
+    """Where a link to the run goes: its report, else its verdicts.json."""
+    return report_href(run) or run_href(run, "verdicts.json")
+
+
+def compare_href(claim_id: str, sha256: str) -> str:
+    return f"compare/{slug(claim_id)}-{sha256[:8]}/index.html"
+
+
+# --- the index ------------------------------------------------------------------------------
+
+
+def entries(run: RunRecord) -> list[dict]:
+    """The run's verdicts as the site shows them, one per pair and condition."""
+    return [{"pair_name": pair_name(entry), "condition_label": condition_label(entry),
+             "verdict": str(entry.get("verdict") or "unknown"), "claimed_ratio": entry.get("claimed_ratio"),
+             "measured_ratio": entry.get("measured_ratio"), "ci_low": entry.get("ci_low"),
+             "ci_high": entry.get("ci_high"), "k": entry.get("k")} for entry in run.verdicts]
+
+
+def site_data(runs: Sequence[RunRecord], skipped: Sequence[tuple[str, str]], built: str) -> dict:
+    """site.json: what the index shows, with links to each run's files."""
+    groups = comparison_groups(runs)
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": SITE_KIND,
+        "built": built,
+        "runs": [
+            {"run_id": run.run_id, "started": run.started, "host": run.host_label, "status": run.status,
+             "claim_id": run.claim_id, "experiment_file": run.experiment.get("file"),
+             "experiment_sha256": run.experiment_sha256, "overall_verdict": overall_verdict(run),
+             "report": report_href(run), "landing": landing_href(run), "verdicts_json": run_href(run, "verdicts.json"),
+             "manifest_json": run_href(run, "manifest.json"), "verdicts": entries(run)}
+            for run in runs
+        ],
+        "claims": {claim: f"claims/{slug(claim)}.html" for claim in claim_ids(runs)},
+        "comparisons": [{"claim_id": claim, "experiment_sha256": sha, "runs": [run.run_id for run in group],
+                         "page": compare_href(claim, sha), "json": compare_href(claim, sha).replace(
+                             "index.html", "compare.json")}
+                        for (claim, sha), group in groups.items()],
+        "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
+    }
+
+
+def claim_ids(runs: Sequence[RunRecord]) -> list[str]:
+    return sorted({run.claim_id for run in runs})
+
+
+def render_index(data: dict, templates_dir: Path) -> str:
+    return compare.jinja_environment(templates_dir).get_template("site/index.html.j2").render(site=data)
+
+
+# --- a claim across runs and hosts -----------------------------------------------------------
+
+
+def claim_points(runs: Sequence[RunRecord], claim_id: str) -> list[dict]:
+    """Every verdict of the claim, oldest run first: run, host, series (pair and condition), ratio."""
+    points = []
+    own = sorted((run for run in runs if run.claim_id == claim_id), key=lambda run: (run.started, run.run_id))
+    for position, run in enumerate(own):
+        for entry in entries(run):
+            series = entry["pair_name"] + (f" ({entry['condition_label']})" if entry["condition_label"] else "")
+            points.append({**entry, "position": position, "run_id": run.run_id, "started": run.started,
+                           "host": run.host_label, "series": series,
+                           "report": f"../{report_href(run)}" if report_href(run) else None,
+                           "landing": f"../{landing_href(run)}",
+                           "verdicts_json": f"../{run_href(run, 'verdicts.json')}"})
+    return points
+
+
+def latest_per_host(points: Sequence[dict]) -> list[dict]:
+    """Per host, the points of its newest run."""
+    newest: dict[str, str] = {}
+    for point in points:
+        newest[point["host"]] = max(newest.get(point["host"], ""), point["started"] + point["run_id"])
+    return [point for point in points if point["started"] + point["run_id"] == newest[point["host"]]]
+
+
+_SERIES_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">")
+
+
+def claim_svg(points: Sequence[dict], *, id_prefix: str = "claim") -> str:
+    """Measured ratio with its interval per run (x: runs oldest first, labelled date and host),
+    colour by verdict, marker by pair and condition; the claim as a line, claimed/k dashed.
+    "" when no point has a measured ratio. Each point is the group `<id_prefix>-point-<index>`."""
+    drawn = [(index, point) for index, point in enumerate(points) if point["measured_ratio"] is not None]
+    if not drawn:
+        return ""
+    series = list(dict.fromkeys(point["series"] for point in points))
+    runs = sorted({(point["position"], point["started"], point["host"]) for point in points})
+    width = 0.6 / max(1, len(series))
+    with matplotlib.rc_context({**_STYLE, "svg.hashsalt": id_prefix}):
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(runs) + 3), 4.0))
+        try:
+            shown = [1.0]
+            claims = {(point["claimed_ratio"], point["k"] or DEFAULT_K) for point in points if point["claimed_ratio"]}
+            for claimed, k in sorted(claims):
+                ax.axhline(claimed, color="#57606a", linewidth=1.2)
+                ax.axhline(claimed / k, color="#57606a", linewidth=1, linestyle="--")
+                shown += [claimed, claimed / k]
+            for index, point in drawn:
+                s = series.index(point["series"])
+                x = point["position"] + (s - (len(series) - 1) / 2) * width
+                ratio = point["measured_ratio"]
+                low = point["ci_low"] if point["ci_low"] is not None else ratio
+                high = point["ci_high"] if point["ci_high"] is not None else ratio
+                bars = ax.errorbar(x, ratio, yerr=[[ratio - low], [high - ratio]],
+                                   fmt=_SERIES_MARKERS[s % len(_SERIES_MARKERS)],
+                                   color=VERDICT_COLOURS.get(point["verdict"], "#57606a"), markersize=7, capsize=3,
+                                   linewidth=1.8, zorder=3)
+                bars.lines[0].set_gid(f"point-{index}")
+                shown += [low, high]
+            ax.axhline(1.0, color="black", linewidth=1)
+            ax.set_yscale("log")
+            bottom, top = min(shown), max(shown)
+            ax.set_ylim(bottom / 1.3, top * 1.3)
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}x"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_yticks(sorted({1.0, *_nice_ticks(bottom / 1.3, top * 1.3)}))
+            ax.set_xticks([position for position, _, _ in runs],
+                          [f"{compare.when(started)[:16]}\n{host}" for _, started, host in runs],
+                          rotation=30 if len(runs) > 4 else 0, ha="right" if len(runs) > 4 else "center",
+                          fontsize=8)
+            ax.set_xlim(-0.6, len(runs) - 0.4)
+            ax.set_ylabel("ratio (> 1: treatment better)")
+            handles = [Line2D([], [], marker=_SERIES_MARKERS[s % len(_SERIES_MARKERS)], color="#57606a",
+                              linestyle="none", label=name) for s, name in enumerate(series)]
+            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=9)
+            ax.set_title("colour: verdict; bar: interval; line: claimed; dashed: claimed/k", loc="left",
+                         fontsize=9, color="#57606a")
+            ax.grid(axis="y", color="#d0d7de", linewidth=0.6)
+            ax.set_axisbelow(True)
+            fig.tight_layout()
+            return _to_svg(fig, id_prefix)
+        finally:
+            plt.close(fig)
+
+
+def render_claim(claim_id: str, runs: Sequence[RunRecord], templates_dir: Path) -> str:
+    points = claim_points(runs, claim_id)
+    statement = next((run.summary.get("statement") for run in runs
+                      if run.claim_id == claim_id and run.summary and run.summary.get("statement")), None)
+    comparisons = [{"href": f"../{compare_href(claim, sha)}", "runs": len(group), "sha256": sha}
+                   for (claim, sha), group in comparison_groups(runs).items() if claim == claim_id]
+    return compare.jinja_environment(templates_dir).get_template("site/claim.html.j2").render(
+        claim_id=claim_id, statement=statement, points=points, latest=latest_per_host(points),
+        chart=claim_svg(points), comparisons=comparisons,
+    )
+
+
+# --- the whole site ----------------------------------------------------------------------------
+
+
+def build_site(reports_dir: str | Path, site_dir: str | Path, templates_dir: Path) -> Site:
+    """Publish every run under reports_dir as a static site in site_dir (replaced whole)."""
+    reports_dir, site_dir = Path(reports_dir), Path(site_dir)
+    if not reports_dir.is_dir():
+        raise HarnessError(f"{reports_dir}: no such directory of runs")
+    _check_site_dir(reports_dir, site_dir)
+    runs, skipped = find_runs(reports_dir, exclude=site_dir)
+    if not runs:
+        raise HarnessError(f"{reports_dir}: holds no run directory (a folder with manifest.json and verdicts.json); "
+                           "run `harness run` first or point at the folder given to its --out")
+    built = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    site_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=site_dir.parent, prefix=f".{site_dir.name}."))
+    try:
+        staging.chmod(0o755)
+        for run in runs:
+            shutil.copytree(run.path, staging / "runs" / slug(run.run_id), ignore=shutil.ignore_patterns(".*"))
+        hrefs = []
+        for (claim, sha), group in comparison_groups(runs).items():
+            href = compare_href(claim, sha)
+            comparison = compare.compare_runs(group)
+            compare.write_comparison(comparison, (staging / href).parent, templates_dir, home_href="../../index.html",
+                                     report_links={run.run_id: f"../../{landing_href(run)}" for run in group})
+            hrefs.append(href)
+        for claim in claim_ids(runs):
+            compare.write_page(staging / "claims", f"{slug(claim)}.html", render_claim(claim, runs, templates_dir))
+        data = site_data(runs, skipped, built)
+        compare.write_page(staging, SITE_MARK, json.dumps(data, indent=2) + "\n")
+        compare.write_page(staging, "index.html", render_index(data, templates_dir))
+        _swap_in(staging, site_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Site(path=site_dir, runs=tuple(runs), skipped=tuple(skipped), claims=tuple(claim_ids(runs)),
+                comparisons=tuple(hrefs))
+
+
+def _check_site_dir(reports_dir: Path, site_dir: Path) -> None:
+    """The site may replace only an earlier site: never the runs, nor any other folder."""
+    reports, site = reports_dir.resolve(), site_dir.resolve()
+    if reports.is_relative_to(site):
+        raise HarnessError(f"{site_dir}: holds the runs ({reports_dir}); pick an --out outside REPORTS_DIR's path")
+    if not site_dir.exists():
+        return
+    if not site_dir.is_dir():
+        raise HarnessError(f"{site_dir}: exists and is not a directory; pick another --out")
+    if not any(site_dir.iterdir()):
+        return
+    try:
+        mark = json.loads((site_dir / SITE_MARK).read_text())
+    except (OSError, ValueError):
+        mark = None
+    if not isinstance(mark, dict) or mark.get("kind") != SITE_KIND:
+        raise HarnessError(f"{site_dir}: exists and is not a site `harness publish` built (no {SITE_MARK}); "
+                           "pick another --out or empty it")
+
+
+def _swap_in(staging: Path, site_dir: Path) -> None:
+    old = None
+    if site_dir.exists():
+        old = Path(tempfile.mkdtemp(dir=site_dir.parent, prefix=f".{site_dir.name}.old."))
+        site_dir.rename(old / "site")
+    staging.rename(site_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
