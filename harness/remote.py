@@ -3,11 +3,15 @@
 A local host (ansible_connection=local) goes through invoke's local runner, an
 SSH host through fabric.Connection; both offer the same `run`. Commands are argv
 lists joined with shlex, so text from an experiment file is never parsed by a
-shell. Every command carries a timeout.
+shell. Every command carries a timeout. An SSH host must present a key that a
+known_hosts file lists (the inventory's UserKnownHostsFile, else ~/.ssh/known_hosts
+and /etc/ssh/ssh_known_hosts); any other is refused.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import shlex
 import shutil
 import socket
@@ -27,6 +31,29 @@ from harness.inventory import Host
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 120.0
 LOST_HOST_SECONDS = 15.0  # unacknowledged data this long means the host is gone
+
+
+KNOWN_HOSTS_USER = "~/.ssh/known_hosts"
+KNOWN_HOSTS_SYSTEM = "/etc/ssh/ssh_known_hosts"
+
+
+class _RefuseUnknownKeys(paramiko.MissingHostKeyPolicy):
+    """paramiko's RejectPolicy, with a message that names the host, the key and the fix."""
+
+    def __init__(self, host: Host, files: list[str]):
+        self.host = host
+        self.files = files
+
+    def missing_host_key(self, client, hostname, key) -> None:
+        fingerprint = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+        where = ", ".join(self.files) or f"{KNOWN_HOSTS_USER} (absent)"
+        target = self.host.address if self.host.port == 22 else f"-p {self.host.port} {self.host.address}"
+        raise HostError(
+            f"{self.host.name}: SSH to {self.host.address}:{self.host.port} refused: its host key "
+            f"({key.get_name()} SHA256:{fingerprint}) is not found in known_hosts ({where}); if that fingerprint "
+            f"is the host's, add it (ssh-keyscan {target} >> {KNOWN_HOSTS_USER}) or name a known_hosts file "
+            "with -o UserKnownHostsFile=FILE in the inventory's ansible_ssh_common_args"
+        )
 
 
 class _QuietLocal(Local):
@@ -68,15 +95,20 @@ class HostSession:
                 host.address, port=host.port, user=host.user, connect_timeout=connect_timeout,
                 connect_kwargs=connect_kwargs, config=config,
             )
-            if host.known_hosts:
-                # Fabric accepts any host key by default; with a known_hosts file the
-                # host must present a key listed there, or the connection fails.
+            # Fabric accepts any host key by default. Here a host must present a key
+            # listed in the inventory's UserKnownHostsFile, or else in the user's or
+            # the system's known_hosts as ssh reads them; any other key is refused.
+            files = [host.known_hosts] if host.known_hosts else [
+                path for path in (str(Path(KNOWN_HOSTS_USER).expanduser()), KNOWN_HOSTS_SYSTEM)
+                if Path(path).is_file()]
+            for path in files:
                 try:
-                    self._runner.client.load_system_host_keys(host.known_hosts)
+                    self._runner.client.load_system_host_keys(path)
                 except OSError as exc:
-                    raise HostError(
-                        f"{host.name}: cannot read known_hosts file {host.known_hosts}: {exc.strerror}") from None
-                self._runner.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+                    raise HostError(f"{host.name}: cannot read known_hosts file {path}: {exc.strerror}") from None
+                except paramiko.SSHException as exc:
+                    raise HostError(f"{host.name}: known_hosts file {path} cannot be parsed: {exc}") from None
+            self._runner.client.set_missing_host_key_policy(_RefuseUnknownKeys(host, files))
 
     def __enter__(self) -> HostSession:
         return self
@@ -87,6 +119,9 @@ class HostSession:
     def close(self) -> None:
         if isinstance(self._runner, fabric.Connection):
             self._runner.close()
+            # Fabric closes only a connection that opened; one refused during the
+            # handshake (an unknown host key) still has paramiko's transport thread.
+            self._runner.client.close()
 
     # --- commands ---------------------------------------------------------
 
@@ -130,8 +165,16 @@ class HostSession:
             yield
         except invoke.CommandTimedOut:
             raise HostError(f"{self.host.name}: {shown} did not finish within {timeout:g} s") from None
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            # paramiko's own message ("Unable to connect to port 22 on ...") hides why.
+            reasons = sorted({error.strerror or str(error) for error in exc.errors.values()})
+            raise HostError(
+                f"{self.host.name}: cannot reach {self.host.address}:{self.host.port}: {'; '.join(reasons)}") from None
         except (OSError, EOFError) as exc:
-            raise HostError(f"{self.host.name}: cannot reach {self.host.address}:{self.host.port}: {exc}") from None
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, OSError) and exc.strerror:  # without "[Errno 101]"
+                reason = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+            raise HostError(f"{self.host.name}: cannot reach {self.host.address}:{self.host.port}: {reason}") from None
         except Exception as exc:  # paramiko's SSHException family and friends
             if type(exc).__module__.startswith("paramiko"):
                 raise HostError(f"{self.host.name}: SSH to {self.host.address}:{self.host.port} failed: {exc}") from None
