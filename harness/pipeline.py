@@ -713,7 +713,9 @@ def _git_commit() -> str | None:
     try:
         result = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True,
                                 text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+        # --no-optional-locks: a plain `git status` takes .git/index.lock, a write outside the run.
+        dirty = subprocess.run(["git", "--no-optional-locks", "-C", str(PROJECT_ROOT), "status", "--porcelain",
+                                "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None

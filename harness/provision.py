@@ -67,12 +67,10 @@ ANSIBLE_ENV = {
     "ANSIBLE_PIPELINING": "True",
     "ANSIBLE_TIMEOUT": "10",  # SSH connect timeout, seconds
     "ANSIBLE_FORKS": "16",  # hosts provisioned at once
-    # The lab hosts the harness creates (sshd in a network namespace) get fresh
-    # host keys every time they are built, so known_hosts would only ever hold
-    # stale keys. An inventory that wants checking sets
-    # `ansible_host_key_checking=true` on its hosts; a host variable wins over
-    # this environment setting.
-    "ANSIBLE_HOST_KEY_CHECKING": "False",
+    # A host whose key is not known is refused, never trusted on first use (which
+    # would also write its key into known_hosts). Lab inventories name their own
+    # known_hosts file, holding the keys `harness lab up` made.
+    "ANSIBLE_HOST_KEY_CHECKING": "True",
     # The OS's own Python: it has the apt bindings (python3-apt) that the apt
     # module needs, and interpreter discovery can pick a pyenv shim that is on
     # PATH but broken (seen on this machine kind). `ansible_python_interpreter`
@@ -81,6 +79,32 @@ ANSIBLE_ENV = {
     "ANSIBLE_LOCALHOST_WARNING": "False",
     "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
 }
+
+def _refuse_jinja(extravars, playbook: str, where: str = "") -> None:
+    """Ansible evaluates Jinja in extra vars: a value holding "{{" could run commands on the
+    controller. The spec rejects such text where a user writes it; this is the last check."""
+    if isinstance(extravars, dict):
+        for key, value in extravars.items():
+            _refuse_jinja(value, playbook, f"{where}.{key}" if where else str(key))
+    elif isinstance(extravars, (list, tuple)):
+        for index, value in enumerate(extravars):
+            _refuse_jinja(value, playbook, f"{where}[{index}]")
+    elif isinstance(extravars, str) and any(mark in extravars for mark in ("{{", "{%", "{#")):
+        raise ProvisionError(f"{playbook}.yml: extra var {where} holds Jinja delimiters, which Ansible would "
+                             f"evaluate: {extravars[:80]!r}")
+
+
+def _strip_environment(command_file: Path, kept: dict) -> None:
+    """ansible-runner records the whole environment of this process in artifacts/*/command;
+    keep only what the harness set, so no token or password of the user lands in a run."""
+    try:
+        record = json.loads(command_file.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict) and isinstance(record.get("env"), dict):
+        record["env"] = {key: value for key, value in record["env"].items() if key in kept}
+        command_file.write_text(json.dumps(record))
+
 
 # How to ask a tool its version. A tool is asked when the experiment uses it
 # (in provision.packages or as a command); gcc and python3 always.
@@ -362,6 +386,7 @@ class Provisioner:
         """Run playbooks/<name>.yml on the hosts; return its job events or raise."""
         if cancellable and self.cancel():
             raise Interrupted(f"interrupted before the {name} playbook ran")
+        _refuse_jinja(extravars, name)
         private_dir = self._fresh_private_dir(name)
         self._last_private_dir = private_dir
         # A short path: a ControlPath socket name must fit in 108 bytes.
@@ -388,6 +413,7 @@ class Provisioner:
             raise ProvisionError(f"ansible-runner could not run {name}.yml: {exc}; see {private_dir}") from None
         finally:
             _close_ssh_masters(control_dir)
+        _strip_environment(Path(result.config.artifact_dir) / "command", _environment(control_dir))
         stdout_path = Path(result.config.artifact_dir) / "stdout"
         if result.status == "canceled":
             raise Interrupted(f"interrupted during the {name} playbook on {', '.join(self.host_names)}")

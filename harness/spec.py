@@ -304,8 +304,9 @@ def load_with_digest(path: str | Path) -> tuple[ExperimentSpec, str]:
         raise SpecError(f"{shown}: cannot read: {exc.strerror}") from None
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SpecError(f"{shown}: not UTF-8 text") from None
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise SpecError(f"{shown}:{line}: not UTF-8 text") from None
     data, lines = _parse_yaml(text, shown)
     if not isinstance(data, dict):
         raise SpecError(f"{shown}:1: the file must hold a mapping (claim:, roles:, variants: ...), not {_kind(data)}")
@@ -485,6 +486,12 @@ def _check_paths_and_placeholders(spec: ExperimentSpec, path: Path, shown: str, 
     def fail(field: tuple, message: str):
         raise SpecError(f"{shown}:{_line_of(field, lines)}: {_dotted(field)}: {message}")
 
+    # Text that Ansible receives as extra vars is evaluated as Jinja there: "{{ lookup('pipe', ...) }}"
+    # would run a command on the controller. None of these fields has a use for Jinja.
+    for field, text in _ansible_bound_text(spec):
+        if any(mark in text for mark in JINJA_MARKS):
+            fail(field, f"{text!r} holds Jinja delimiters ({', '.join(JINJA_MARKS)}); this text goes to Ansible, "
+                        "which would evaluate them")
     workload = workload_dir(spec, path)
     if not _inside(workload, path.resolve().parent):
         fail(("workload",), f"{spec.workload!r} leaves the experiment's folder; keep workloads beside it")
@@ -535,6 +542,22 @@ def _check_paths_and_placeholders(spec: ExperimentSpec, path: Path, shown: str, 
             for key, value in variant.server.config.vars.items():
                 if isinstance(value, str):
                     check_template(("variants", name, "server", "config", "vars", key), value)
+
+
+JINJA_MARKS = ("{{", "{%", "{#")
+
+
+def _ansible_bound_text(spec: ExperimentSpec):
+    """(field path, text) for every string of the experiment that provisioning hands to Ansible."""
+    yield ("workload",), spec.workload
+    for i, build in enumerate(spec.provision.builds):
+        for part in ("sources", "flags", "libraries"):
+            for j, text in enumerate(getattr(build, part)):
+                yield ("provision", "builds", i, part, j), text
+    for key, value in spec.provision.sysctls.items():
+        yield ("provision", "sysctls", key), str(value)
+    for i, data in enumerate(spec.provision.data):
+        yield ("provision", "data", i, "size"), data.size
 
 
 def _inside(child: Path, parent: Path) -> bool:

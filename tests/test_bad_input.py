@@ -154,8 +154,6 @@ def test_validate_names_the_line_and_field(name, tmp_path):
     assert result.stdout == ""
 
 
-@pytest.mark.xfail(strict=True, reason="spec.load_with_digest reports a non-UTF-8 file without the line of its "
-                                       "bad byte")
 def test_a_file_that_is_not_utf8_names_the_line(tmp_path):
     result = watched(["validate", BAD / "latin1.yaml"], tmp_path)
     assert_one_error(result, f"error: {BAD / 'latin1.yaml'}:5: not UTF-8 text")
@@ -255,9 +253,6 @@ def test_run_names_the_host_that_lacks_a_tool(runs):
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="pipeline._git_commit runs `git status`, which rewrites the checkout's "
-                                       ".git/index under index.lock: a write outside the run directory that can "
-                                       "also make a concurrent `git commit` fail")
 @pytest.mark.skipif(not STRACE, reason="needs strace to see a lock file that exists for milliseconds")
 def test_a_run_takes_no_lock_in_the_git_checkout(runs):
     _, result = runs["git_lock"]

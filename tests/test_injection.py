@@ -134,7 +134,7 @@ def write_payload_experiment(folder: Path, payloads: Payloads, ports=(18293, 182
         },
         "roles": {"server": "servers", "client": "clients"},
         "workload": workload.name,
-        # Ansible gets the build's argv: shell payloads only here (Jinja: see the xfail test below)
+        # Ansible gets the build's argv: shell payloads only here (Jinja: see test_jinja_in_fields_that_reach_ansible_runs_nothing)
         "provision": {"builds": [{"name": "noop", "role": "server", "sources": [source],
                                   "flags": ["-O0", *(f"-DPAYLOAD{i}={text}" for i, text in
                                                      enumerate(payloads.shell("provision.builds.0.flags")))]}]},
@@ -343,9 +343,6 @@ def test_run_refuses_an_inventory_host_with_a_payload(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="provision.py hands experiment text (build flags, libraries, sources, the "
-                                       "workload path, sysctl values) to Ansible as extra vars, which Ansible "
-                                       "evaluates as Jinja: {{ lookup('pipe', ...) }} runs a command on the controller")
 def test_jinja_in_fields_that_reach_ansible_runs_nothing(runs):
     run = runs["test_jinja_in_fields_that_reach_ansible_runs_nothing"].result()
     assert "Traceback" not in run["result"].stderr

@@ -105,8 +105,6 @@ def test_no_password_from_the_inventory_in_any_file_of_the_run(ssh_run):
     assert files_holding(ssh_run["run_dir"], [ssh_run["passwords"]["inventory"].encode()]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="ansible-runner writes ansible/NN-*/artifacts/*/command with the whole "
-                                       "environment of the harness (any token or password a user exported)")
 def test_no_secret_from_the_environment_in_any_file_of_the_run(ssh_run):
     assert ssh_run["run_dir"] is not None, ssh_run["result"].stderr[-3000:]
     assert files_holding(ssh_run["run_dir"], [ssh_run["passwords"]["environment"].encode()]) == []
@@ -134,9 +132,6 @@ def test_a_host_whose_key_is_in_no_known_hosts_is_refused(lab, tmp_path):
     assert (user_known_hosts.read_bytes() if user_known_hosts.exists() else None) == before
 
 
-@pytest.mark.xfail(strict=True, reason="provision.ANSIBLE_ENV sets ANSIBLE_HOST_KEY_CHECKING=False: Ansible "
-                                       "connects to a host whose key it does not know (and adds that key to the "
-                                       "known_hosts file), unless the inventory sets ansible_host_key_checking")
 def test_ansible_refuses_a_host_whose_key_is_not_known(lab, tmp_path):
     host = lab.hosts[0]
     empty = tmp_path / "known_hosts"
