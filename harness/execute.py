@@ -26,7 +26,7 @@ from harness.linkdelay import start_delay_proxy
 from harness.plan import Trial
 from harness.provision import Workspace
 from harness.remote import Background, HostSession
-from harness.spec import DELAY_KEY, ExperimentSpec, Variant, fill
+from harness.spec import DELAY_KEY, LOSS_KEY, ExperimentSpec, Variant, fill
 
 TIMEOUT_EXIT = 124  # coreutils timeout's status when the time ran out
 PROXY_ADDRESS = "127.0.0.1"  # the delay proxy listens on the client host's loopback
@@ -87,10 +87,14 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
     if variant.net:
         for host in dict.fromkeys((server_host, client_host)):
             _tune(setting.sessions[host.name], host, variant.net, setting.workspace.workdir, trial)
+    loss = _loss_percent(trial) if variant.server else None
     server: Background | None = None
     proxy: Background | None = None
     load_done = False
     try:
+        if loss:
+            with signals.deferred():
+                _drop_share(server_session, variant.server.port, loss, trial)
         if variant.server:
             # Signals wait until the pid is known: a Ctrl-C between spawning the server and
             # learning its pid would leave a server nobody stops.
@@ -106,7 +110,7 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
                 proxy = start_delay_proxy(
                     client_session, f"{PROXY_ADDRESS}:{load_values['port']}",
                     f"{server_host.service_address}:{values['port']}", delay_ms,
-                    setting.workspace.workdir, copy_program=not client_host.local,
+                    setting.workspace.workdir, udp=variant.server.protocol == "udp", copy_program=not client_host.local,
                 )
             signals.check()
         involved = {server_host.name: server_session, client_host.name: client_session}
@@ -149,20 +153,26 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
     except BaseException:
         with signals.deferred():  # the trial's own error is the one to report
             _clean_up(server_session, client_session, server, proxy, server_log, load_pidfile, load_done,
-                      setting.raw_dir, stem)
+                      setting.raw_dir, stem, loss)
         raise
     with signals.deferred():
         problems = _clean_up(server_session, client_session, server, proxy, server_log, load_pidfile, load_done,
-                             setting.raw_dir, stem)
+                             setting.raw_dir, stem, loss)
     if problems:
         raise TrialError("; ".join(problems))
     return output
 
 
 def _clean_up(server_session, client_session, server, proxy, server_log, load_pidfile, load_done, raw_dir,
-              stem) -> list[str]:
+              stem, loss=None) -> list[str]:
     """Stop whatever of the trial still runs and keep the server's log; return what went wrong."""
     problems = []
+    if loss:
+        try:
+            server_session.shell(f"{NFT} delete table inet {LOSS_TABLE} 2>/dev/null; true", timeout=30,
+                                 shown="remove the loss rules")
+        except HarnessError as exc:
+            problems.append(str(exc))
     if not load_done:
         # Interrupted mid-load: `timeout` leads the load's process group.
         script = (f"[ -s {shlex.quote(load_pidfile)} ] && pid=$(cat {shlex.quote(load_pidfile)}) && "
@@ -253,6 +263,35 @@ def cpus_for(pinned: str | None, restriction: tuple[int, ...] | None) -> str | N
     if pinned is None:
         return ",".join(map(str, restriction))
     return ",".join(dict.fromkeys(str(restriction[i % len(restriction)]) for i in parse_cpu_list(pinned)))
+
+
+NFT = "/usr/sbin/nft"
+LOSS_TABLE = "harness"  # the nftables table the snapshot records and restore deletes
+LOSS_SCALE = 10000  # numgen draws 0..9999: a resolution of 0.01 %
+
+
+def _loss_percent(trial: Trial) -> float | None:
+    swept = trial.condition.as_dict().get(LOSS_KEY)
+    return float(swept) if swept else None
+
+
+def _drop_share(session: HostSession, port: int, percent: float, trial: Trial) -> None:
+    """Drop `percent` of the packets to and from the server's port, each way, with nftables
+    on the server host: only this trial's traffic, never SSH. The trial's clean-up deletes
+    the table; the run's restore deletes it too if a trial could not."""
+    threshold = round(percent / 100 * LOSS_SCALE)
+    ruleset = "\n".join([
+        f"table inet {LOSS_TABLE}", f"delete table inet {LOSS_TABLE}", f"table inet {LOSS_TABLE} {{",
+        "  chain loss_in { type filter hook input priority 0; policy accept;",
+        f"    meta l4proto {{ tcp, udp }} th dport {port} numgen random mod {LOSS_SCALE} < {threshold} drop", "  }",
+        "  chain loss_out { type filter hook output priority 0; policy accept;",
+        f"    meta l4proto {{ tcp, udp }} th sport {port} numgen random mod {LOSS_SCALE} < {threshold} drop", "  }",
+        "}", ""])
+    result = session.shell(f"printf %s {shlex.quote(ruleset)} | {NFT} -f -", timeout=30, check=False,
+                           shown="add the loss rules")
+    if result.exited != 0:
+        raise TrialError(f"{session.host.name}: {LOSS_KEY}={percent:g} (trial {trial.variant}): nft refused the "
+                         f"loss rules: {_last_line(result.stderr or result.stdout)}")
 
 
 def _delay_ms(setting: TrialSetting, trial: Trial) -> float | None:

@@ -245,6 +245,8 @@ class ExperimentSpec(Model):
         for key, values in {**self.sweep, **self.quick.sweep}.items():
             if key == DELAY_KEY and not all(isinstance(v, (int, float)) and 0 <= v <= 10000 for v in values):
                 raise _Located(("sweep", key), "delay_ms values must be numbers of milliseconds from 0 to 10000")
+            if key == LOSS_KEY and not all(isinstance(v, (int, float)) and 0 <= v < 100 for v in values):
+                raise _Located(("sweep", key), "loss_percent values must be numbers from 0 to below 100")
             if len(set(map(str, values))) != len(values):
                 raise _Located(("sweep", key), "a value is listed twice")
         tuned = {name: tuple(sorted(v.net.model_dump(exclude_none=True))) if v.net else ()
@@ -285,6 +287,8 @@ RUNTIME_PLACEHOLDERS = frozenset({"workdir", "workload", "bin", "data", "port", 
                                   "load_seconds"})
 # A swept parameter with this name is the one-way delay (ms) the delay proxy adds in that condition.
 DELAY_KEY = "delay_ms"
+# ... and with this name, the share of packets (%) dropped each way at the server's port.
+LOSS_KEY = "loss_percent"
 
 
 def load(path: str | Path) -> ExperimentSpec:

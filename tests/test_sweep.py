@@ -216,3 +216,51 @@ def test_a_swept_delay_gives_a_verdict_per_condition_and_one_for_the_claim(tmp_p
     html = (run_dir / "index.html").read_text()
     assert "Verdict on the claim" in html and "delay_ms=25" in html
 
+
+
+# --- swept loss --------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/nft").exists(), reason="nftables is not installed (harness lab up installs it)")
+def test_swept_loss_drops_that_share_of_the_ports_packets_and_clean_up_removes_the_rules():
+    import socket
+
+    from harness.execute import LOSS_TABLE, _clean_up, _drop_share
+    from harness.plan import Condition, Trial
+
+    trial = Trial(0, "v", 0, Condition((("loss_percent", 50),)))
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.settimeout(0.05)
+    port = receiver.getsockname()[1]
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 0))
+    other.settimeout(0.05)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with HostSession(LOCAL) as session:
+        try:
+            _drop_share(session, port, 50, trial)
+            received = untouched = 0
+            for _ in range(20):  # in batches, so that no socket buffer overflows
+                for _ in range(100):
+                    sender.sendto(b"x", ("127.0.0.1", port))
+                    sender.sendto(b"x", other.getsockname())
+                received += _drain(receiver)
+                untouched += _drain(other)
+            assert 850 <= received <= 1150  # half of 2000, give or take sampling (7 standard deviations)
+            assert untouched == 2000  # another port is untouched
+        finally:
+            problems = _clean_up(session, session, None, None, "", "", True, Path("/tmp"), "x", loss=50)
+        assert problems == []
+        listed = session.shell(f"/usr/sbin/nft list table inet {LOSS_TABLE}", check=False)
+        assert listed.exited != 0  # the table is gone
+
+
+def _drain(sock) -> int:
+    count = 0
+    try:
+        while True:
+            sock.recv(16)
+            count += 1
+    except OSError:
+        return count
