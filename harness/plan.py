@@ -20,12 +20,15 @@ from harness.spec import ExperimentSpec, Stopping, parameters_for, stopping_for,
 
 @dataclass(frozen=True)
 class Condition:
-    values: tuple[tuple[str, object], ...]  # (swept parameter, value), in the sweep's order
+    values: tuple[tuple[str, object], ...]  # (placeholder, value) for every swept placeholder
+    # What names the condition: (placeholder, value) in the sweep's order; for a swept
+    # mapping only its first entry (the others follow from it). None: all of `values`.
+    shown: tuple[tuple[str, object], ...] | None = None
 
     @property
     def label(self) -> str:
         """"connections=64, response_size=16384"; "" when nothing is swept."""
-        return ", ".join(f"{key}={value}" for key, value in self.values)
+        return ", ".join(f"{key}={value}" for key, value in (self.values if self.shown is None else self.shown))
 
     def as_dict(self) -> dict:
         return dict(self.values)
@@ -85,11 +88,18 @@ class Plan:
 
 
 def conditions(sweep: dict[str, list]) -> tuple[Condition, ...]:
-    """Every combination of the swept values, the first key varying slowest."""
+    """Every combination of the swept values, the first key varying slowest. A swept
+    mapping sets all its placeholders together and is named by its first entry."""
     if not sweep:
         return (NO_SWEEP,)
-    keys = list(sweep)
-    return tuple(Condition(tuple(zip(keys, combination))) for combination in itertools.product(*sweep.values()))
+    choices = [[tuple(value.items()) if isinstance(value, dict) else ((key, value),) for value in values]
+               for key, values in sweep.items()]
+    found = []
+    for combination in itertools.product(*choices):
+        values = tuple(pair for entries in combination for pair in entries)
+        shown = tuple(entries[0] for entries in combination)
+        found.append(Condition(values, None if shown == values else shown))
+    return tuple(found)
 
 
 def make_plan(spec: ExperimentSpec, quick: bool, seed: int, target: float | None = None) -> Plan:

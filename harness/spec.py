@@ -32,7 +32,9 @@ PositiveInt = Annotated[int, Field(gt=0)]
 Port = Annotated[int, Field(ge=1024, le=65535)]
 CpuList = Annotated[str, Field(pattern=r"^[0-9]+([-,][0-9]+)*$")]
 ParamValue = str | int | float
-SweepValues = Annotated[list[ParamValue], Field(min_length=1, max_length=64)]
+# A swept value is one value of its name, or a mapping that sets several placeholders at
+# once (a delay and the call count that keeps a run short at that delay, say).
+SweepValues = Annotated[list[ParamValue | dict[Name, ParamValue]], Field(min_length=1, max_length=64)]
 
 
 class Model(BaseModel):
@@ -234,21 +236,12 @@ class ExperimentSpec(Model):
         for key in self.quick.parameters:
             if key not in self.parameters:
                 raise _Located(("quick", "parameters", key), f"{key!r} is not in parameters")
-        for key in self.sweep:
-            if key in self.parameters:
-                raise _Located(("sweep", key), f"{key!r} is both a parameter and swept; keep one")
-            if key in RUNTIME_PLACEHOLDERS:
-                raise _Located(("sweep", key), f"{key!r} is a placeholder the harness fills; pick another name")
         for key in self.quick.sweep:
             if key not in self.sweep:
                 raise _Located(("quick", "sweep", key), f"{key!r} is not in sweep")
-        for key, values in {**self.sweep, **self.quick.sweep}.items():
-            if key == DELAY_KEY and not all(isinstance(v, (int, float)) and 0 <= v <= 10000 for v in values):
-                raise _Located(("sweep", key), "delay_ms values must be numbers of milliseconds from 0 to 10000")
-            if key == LOSS_KEY and not all(isinstance(v, (int, float)) and 0 <= v < 100 for v in values):
-                raise _Located(("sweep", key), "loss_percent values must be numbers from 0 to below 100")
-            if len(set(map(str, values))) != len(values):
-                raise _Located(("sweep", key), "a value is listed twice")
+        for where, sweep in (("sweep",), self.sweep), (("quick", "sweep"), self.quick.sweep):
+            for key, values in sweep.items():
+                _check_swept(where + (key,), key, values, self.parameters)
         tuned = {name: tuple(sorted(v.net.model_dump(exclude_none=True))) if v.net else ()
                  for name, v in self.variants.items()}
         if any(tuned.values()) and len(set(tuned.values())) > 1:
@@ -257,7 +250,7 @@ class ExperimentSpec(Model):
                            "every variant must set the same net fields, or a trial would inherit the last "
                            f"variant's settings ({name} sets {', '.join(tuned[name]) or 'none'}; "
                            f"others set {', '.join(max(tuned.values(), key=len))})")
-        if self.link.delay_ms and DELAY_KEY in self.sweep:
+        if self.link.delay_ms and any(DELAY_KEY in swept_names(k, v) for k, v in self.sweep.items()):
             raise _Located(("link", "delay_ms"), "the delay is swept (sweep.delay_ms); drop link.delay_ms")
         return self
 
@@ -272,6 +265,31 @@ class ExperimentSpec(Model):
             yield ("variants", name, "load"), variant.load.role
             if variant.result:
                 yield ("variants", name, "result"), variant.result.role
+
+
+def swept_names(key: str, values: list) -> list[str]:
+    """The placeholders a sweep entry sets: its own name, or the keys of its mappings."""
+    return list(values[0]) if isinstance(values[0], dict) else [key]
+
+
+def _check_swept(where: tuple, key: str, values: list, parameters: dict) -> None:
+    mappings = [value for value in values if isinstance(value, dict)]
+    if mappings and (len(mappings) != len(values) or any(not m or set(m) != set(mappings[0]) for m in mappings)):
+        raise _Located(where, "give every value as a mapping with the same keys, or none as a mapping")
+    names = swept_names(key, values)
+    for name in names:
+        if name in parameters:
+            raise _Located(where, f"{name!r} is both a parameter and swept; keep one")
+        if name in RUNTIME_PLACEHOLDERS:
+            raise _Located(where, f"{name!r} is a placeholder the harness fills; pick another name")
+    for name in names:
+        column = [value[name] for value in mappings] if mappings else values
+        if name == DELAY_KEY and not all(isinstance(v, (int, float)) and 0 <= v <= 10000 for v in column):
+            raise _Located(where, "delay_ms values must be numbers of milliseconds from 0 to 10000")
+        if name == LOSS_KEY and not all(isinstance(v, (int, float)) and 0 <= v < 100 for v in column):
+            raise _Located(where, "loss_percent values must be numbers from 0 to below 100")
+    if len({str(value) for value in values}) != len(values):
+        raise _Located(where, "a value is listed twice")
 
 
 class _Located(ValueError):
@@ -517,7 +535,8 @@ def _check_paths_and_placeholders(spec: ExperimentSpec, path: Path, shown: str, 
         for j, source in enumerate(build.sources):
             check_workload_file(("provision", "builds", i, "sources", j), source)
 
-    known = set(spec.parameters) | set(spec.sweep) | RUNTIME_PLACEHOLDERS
+    known = (set(spec.parameters) | {name for key, values in spec.sweep.items() for name in swept_names(key, values)}
+             | RUNTIME_PLACEHOLDERS)
 
     def check_template(field: tuple, text: str):
         try:

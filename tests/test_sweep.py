@@ -264,3 +264,21 @@ def _drain(sock) -> int:
             count += 1
     except OSError:
         return count
+
+
+def test_a_swept_mapping_sets_its_placeholders_together_and_is_named_by_its_first():
+    found = conditions({"batch": [16, 64], "rtt": [{"delay_ms": 0, "calls": 20000}, {"delay_ms": 5, "calls": 300}]})
+    assert [c.label for c in found] == ["batch=16, delay_ms=0", "batch=16, delay_ms=5",
+                                        "batch=64, delay_ms=0", "batch=64, delay_ms=5"]
+    assert found[1].as_dict() == {"batch": 16, "delay_ms": 5, "calls": 300}
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("\nsweep:\n  rtt: [{delay_ms: 0, calls: 1}, {delay_ms: 5}]\n", "sweep.rtt: give every value as a mapping"),
+    ("\nsweep:\n  rtt: [{delay_ms: 0}, 5]\n", "sweep.rtt: give every value as a mapping"),
+    ("\nsweep:\n  rtt: [{delay_ms: -1, calls: 1}]\n", "sweep.rtt: delay_ms values must be numbers"),
+    ("\nsweep:\n  rtt: [{iterations: 1}]\n", "sweep.rtt: 'iterations' is both a parameter and swept"),
+])
+def test_bad_swept_mappings_are_refused(tmp_path, extra, message):
+    with pytest.raises(SpecError, match=message):
+        load(sweep_experiment(tmp_path, extra))
