@@ -455,6 +455,7 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
         "variants": [{"name": label, "description": spec.variants[name].description} for label, name in series],
         "summary": summary,
         "costs": _cost_table(shown_costs, [label for label, _ in series]),
+        "softirqs": _softirq_spread(measurements, plan, [label for label, _ in series]),
         "verdicts": verdicts,
         "thresholds": thresholds,
         "charts": {
@@ -554,6 +555,30 @@ def _status(error: HarnessError | None) -> str:
     if isinstance(error, Interrupted):
         return "interrupted"
     return f"failed: {error}"
+
+
+def _softirq_spread(measurements, plan: Plan, labels: list[str]) -> list[dict]:
+    """Per variant (and condition) and host: the receive softirqs (NET_RX) each CPU ran over
+    the load windows, summed over the trials, and each CPU's share: how evenly the kernel
+    spread the receive work."""
+    totals: dict[tuple[str, str], dict[int, float]] = {}
+    for m in measurements:
+        label = m.variant if len(plan.conditions) == 1 else f"{m.variant} · {m.condition}"
+        for host, changes in m.host_changes.items():
+            per_cpu = totals.setdefault((label, host), {})
+            for key, value in changes.items():
+                if key.startswith("net_rx_cpu"):
+                    cpu = int(key.removeprefix("net_rx_cpu"))
+                    per_cpu[cpu] = per_cpu.get(cpu, 0.0) + value
+    rows = []
+    for (label, host), per_cpu in sorted(totals.items(), key=lambda item: (labels.index(item[0][0])
+                                                                             if item[0][0] in labels else 0, item[0][1])):
+        total = sum(per_cpu.values())
+        cpus = sorted(per_cpu)
+        rows.append({"variant": label, "host": host, "total": int(total),
+                     "counts": [int(per_cpu[cpu]) for cpu in cpus],
+                     "shares": [per_cpu[cpu] / total if total else None for cpu in cpus], "cpus": cpus})
+    return rows
 
 
 def _cost_table(costs, variants: list[str]) -> list[dict]:

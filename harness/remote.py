@@ -266,11 +266,13 @@ if running; then kill -KILL -- -$pid 2>/dev/null; sleep 0.2; fi
         return int(self.shell(script, timeout=30, shown="read CPU time").stdout.strip() or 0) / 1e9
 
     def counters(self) -> dict[str, float]:
-        """Host counters that can invalidate a measurement: swapping, CPU steal,
-        throttling. Read before and after a load window; absent ones are left out."""
+        """Host counters that can invalidate a measurement (swapping, CPU steal,
+        throttling) or show where the kernel did the work (receive softirqs per CPU).
+        Read before and after a load window; absent ones are left out."""
         script = r"""
 awk '$1 == "pswpin" || $1 == "pswpout" {print $1, $2}' /proc/vmstat
 awk '$1 == "cpu" {print "steal_ticks", $9; print "busy_ticks", $2 + $3 + $4 + $7 + $8}' /proc/stat
+awk '$1 == "NET_RX:" {for (i = 2; i <= NF; i++) print "net_rx_cpu" i - 2, $i}' /proc/softirqs
 echo "ticks_per_second $(getconf CLK_TCK)"
 echo "cpus $(nproc)"
 for f in /sys/devices/system/cpu/cpu*/thermal_throttle/core_throttle_count; do

@@ -52,6 +52,8 @@ def context(values, verdicts, charts):
         "summary": summarise(values),
         "verdicts": verdicts,
         "claim_verdict": claim_verdict(verdicts),
+        "softirqs": [{"variant": "sendfile", "host": "h1", "total": 100, "counts": [30, 70],
+                      "shares": [0.3, 0.7], "cpus": [0, 1]}],
         "drift": [],
         "sweep": {},
         "thresholds": Thresholds(),
@@ -352,3 +354,9 @@ def test_drift_after_restore_is_listed_and_escaped(context):
 def test_a_clean_restore_says_so(context):
     html = render_report(context, TEMPLATES)
     assert "read back as before after restore" in html
+
+
+def test_softirq_spread_shows_each_cpus_share(context):
+    html = render_report(context, TEMPLATES)
+    assert "NET_RX softirqs per CPU" in html
+    assert "CPU0 30% · CPU1 70%" in html

@@ -215,6 +215,8 @@ def test_a_swept_delay_gives_a_verdict_per_condition_and_one_for_the_claim(tmp_p
         assert (run_dir / "pyperf" / f"full_work-c{number}.json").exists()
     html = (run_dir / "index.html").read_text()
     assert "Verdict on the claim" in html and "delay_ms=25" in html
+    # Loopback traffic raises NET_RX softirqs; the report spreads them over the CPUs per series.
+    assert "<td>full_work · delay_ms=25</td><td>localhost</td>" in html
 
 
 
