@@ -87,6 +87,11 @@ def read_settings(address=None):
                            + glob.glob(f"/sys/class/net/{device}/queues/rx-*/rps_flow_cnt")
                            + glob.glob(f"/sys/class/net/{device}/queues/tx-*/xps_cpus")):
             settings[path] = read_file(path)
+        # NAPI: threaded polling and interrupt deferral, which receive steering may change.
+        for name in ("threaded", "gro_flush_timeout", "napi_defer_hard_irqs"):
+            path = f"/sys/class/net/{device}/{name}"
+            if os.path.exists(path):
+                settings[path] = read_file(path)
     for path in glob.glob("/proc/irq/*/smp_affinity"):
         settings[path] = read_file(path)
     governors = glob.glob("/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor")
