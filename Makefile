@@ -1,7 +1,7 @@
 # `make run` and `make test` are the whole set-up on a fresh Debian machine (as root).
 PYTHON ?= python3
 VENV := .venv
-EXP ?= experiments/sendfile.yaml
+EXP ?= experiments/io_uring.yaml
 ARGS ?=
 STAMP := $(VENV)/.installed
 
