@@ -648,7 +648,7 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
 
 
 def _notes(spec, hosts_by_role, gathered: _Gathered, measurements) -> list[str]:
-    notes = []
+    notes = list(spec.notes)
     if gathered.drift:
         notes.append(f"The hosts did not return to their snapshot: {len(gathered.drift)} setting"
                      f"{'s' if len(gathered.drift) != 1 else ''} differ after restore (Host state after the run, "

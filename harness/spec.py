@@ -220,6 +220,9 @@ class ExperimentSpec(Model):
     analysis: Analysis = Analysis()
     warmup_values: Annotated[int, Field(ge=0, le=100)] = 1
     quick: Quick = Quick()
+    # What a reader of the report must know that the numbers cannot say (the source's own
+    # inconsistencies, what this setup cannot test); shown under Notes.
+    notes: list[Annotated[str, Field(min_length=1, max_length=2000)]] = []
 
     @model_validator(mode="after")
     def _names_resolve(self) -> ExperimentSpec:

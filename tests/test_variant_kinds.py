@@ -45,6 +45,7 @@ pairs:
 repetitions: 3
 warmup_values: 0
 quick: {repetitions: 3}
+notes: ["The sleeps are <b>not</b> network work."]
 """
 
 
@@ -71,3 +72,4 @@ def test_serverless_and_result_variants_measure_and_compare(tmp_path):
     assert len(results) == 3 and json.loads(results[0].read_text())["value"] > 0.1
     conditions = (run_dir / "index.html").read_text()
     assert "server (no server)" in conditions
+    assert "<li>The sleeps are &lt;b&gt;not&lt;/b&gt; network work.</li>" in conditions  # the file's notes, escaped
