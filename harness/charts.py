@@ -33,7 +33,7 @@ VERDICT_COLOURS = {
     "not applicable": "#8c959f",
 }
 
-_STYLE = {
+STYLE = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
     "font.size": 10,
@@ -53,7 +53,7 @@ def run_values_svg(values: pd.DataFrame, variants: list[str], unit: str, *, id_p
     The mean bar is the mean of run means, the number the ratio is computed from.
     """
     rng = np.random.default_rng(_JITTER_SEED)
-    with matplotlib.rc_context({**_STYLE, "svg.hashsalt": id_prefix}):
+    with matplotlib.rc_context({**STYLE, "svg.hashsalt": id_prefix}):
         fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(variants) + 2), 3.6))
         try:
             several_per_run = False
@@ -101,7 +101,7 @@ def run_values_svg(values: pd.DataFrame, variants: list[str], unit: str, *, id_p
                 caption += "; faint dots: single values"
             ax.set_title(caption, loc="left", fontsize=9, color="#57606a")
             fig.tight_layout()
-            return _to_svg(fig, id_prefix)
+            return to_svg(fig, id_prefix)
         finally:
             plt.close(fig)
 
@@ -116,7 +116,7 @@ def run_sequence_svg(values: pd.DataFrame, variants: list[str], unit: str, *, id
     """
     by_order = "order" in values.columns and values["order"].notna().any()
     position_column = "order" if by_order else "run"
-    with matplotlib.rc_context({**_STYLE, "svg.hashsalt": id_prefix}):
+    with matplotlib.rc_context({**STYLE, "svg.hashsalt": id_prefix}):
         fig, ax = plt.subplots(figsize=(7.0, 3.4))
         try:
             for position, variant in enumerate(variants):
@@ -144,7 +144,7 @@ def run_sequence_svg(values: pd.DataFrame, variants: list[str], unit: str, *, id
             ax.set_axisbelow(True)
             ax.set_title("one point per trial: the mean of its values", loc="left", fontsize=9, color="#57606a")
             fig.tight_layout()
-            return _to_svg(fig, id_prefix)
+            return to_svg(fig, id_prefix)
         finally:
             plt.close(fig)
 
@@ -157,7 +157,7 @@ def distribution_svg(values: pd.DataFrame, variants: list[str], unit: str, *, id
     box and dots.
     """
     rng = np.random.default_rng(_JITTER_SEED)
-    with matplotlib.rc_context({**_STYLE, "svg.hashsalt": id_prefix}):
+    with matplotlib.rc_context({**STYLE, "svg.hashsalt": id_prefix}):
         fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(variants) + 2), 3.6))
         try:
             for position, variant in enumerate(variants):
@@ -200,7 +200,7 @@ def distribution_svg(values: pd.DataFrame, variants: list[str], unit: str, *, id
                 color="#57606a",
             )
             fig.tight_layout()
-            return _to_svg(fig, id_prefix)
+            return to_svg(fig, id_prefix)
         finally:
             plt.close(fig)
 
@@ -213,7 +213,7 @@ def ratio_svg(
     The x axis is logarithmic, so a 2x gain and a 2x loss are equally far from 1.
     """
     k = (thresholds or Thresholds()).k
-    with matplotlib.rc_context({**_STYLE, "svg.hashsalt": id_prefix}):
+    with matplotlib.rc_context({**STYLE, "svg.hashsalt": id_prefix}):
         fig, ax = plt.subplots(figsize=(7.0, 1.1 + 0.7 * max(1, len(verdicts))))
         try:
             shown = [1.0]
@@ -252,13 +252,7 @@ def ratio_svg(
                     fontsize=9,
                     color=colour,
                 )
-            ax.axvline(1.0, color="black", linewidth=1)
-            ax.set_xscale("log")
-            left, right = min(shown), max(shown)
-            ax.set_xlim(left / 1.35, right * 1.35)
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xticks(sorted({1.0, *_nice_ticks(left / 1.35, right * 1.35)}))
+            log_ratio_axis(ax, shown, pad=1.35, axis="x")
             ax.set_yticks(range(len(verdicts)), [v.label for v in reversed(verdicts)])
             ax.set_ylim(-0.7, max(1, len(verdicts)) - 0.3)
             ax.set_xlabel("ratio (> 1: treatment better)")
@@ -271,9 +265,22 @@ def ratio_svg(
             ax.grid(axis="x", color="#d0d7de", linewidth=0.6)
             ax.set_axisbelow(True)
             fig.tight_layout()
-            return _to_svg(fig, id_prefix)
+            return to_svg(fig, id_prefix)
         finally:
             plt.close(fig)
+
+
+def log_ratio_axis(ax, shown: list[float], pad: float, axis: str = "x") -> None:
+    """A logarithmic ratio axis through every value in `shown`, widened by the factor `pad`
+    each side, with a line at 1x and ticks labelled 0.5x, 1x, 2x, ..."""
+    low, high = min(shown) / pad, max(shown) * pad
+    (ax.axvline if axis == "x" else ax.axhline)(1.0, color="black", linewidth=1)
+    getattr(ax, f"set_{axis}scale")("log")
+    getattr(ax, f"set_{axis}lim")(low, high)
+    scale = ax.xaxis if axis == "x" else ax.yaxis
+    scale.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
+    scale.set_minor_formatter(NullFormatter())
+    getattr(ax, f"set_{axis}ticks")(sorted({1.0, *_nice_ticks(low, high)}))
 
 
 def _nice_ticks(low: float, high: float) -> list[float]:
@@ -291,7 +298,7 @@ def _percent(verdicts: list[PairVerdict]) -> str:
     return f"{levels.pop() * 100:g}%" if len(levels) == 1 else "confidence"
 
 
-def _to_svg(fig, id_prefix: str) -> str:
+def to_svg(fig, id_prefix: str) -> str:
     buffer = io.StringIO()
     # No date or creator: the same figure must give the same bytes.
     fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})

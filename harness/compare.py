@@ -33,12 +33,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from jinja2 import Environment, FileSystemLoader, StrictUndefined  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from harness import report  # noqa: E402
 from harness.analyse import Thresholds, ratio_interval, run_means  # noqa: E402
-from harness.charts import _STYLE, VERDICT_COLOURS, _nice_ticks, _to_svg  # noqa: E402
+from harness.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
 FORMAT_VERSION = 1
@@ -559,7 +558,7 @@ def compare_svg(comparison: Comparison, *, id_prefix: str = "compare") -> str:
         return ""
     runs = len(comparison.runs)
     rows = len(comparison.rows)
-    with matplotlib.rc_context({**_STYLE, "svg.hashsalt": id_prefix}):
+    with matplotlib.rc_context({**STYLE, "svg.hashsalt": id_prefix}):
         fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * rows * runs + 0.3 * rows))
         try:
             shown = [1.0]
@@ -583,13 +582,7 @@ def compare_svg(comparison: Comparison, *, id_prefix: str = "compare") -> str:
                                    linewidth=2, zorder=3)
                 bars.lines[0].set_gid(f"point-{r}-{c}")
                 shown += [low, high]
-            ax.axvline(1.0, color="black", linewidth=1)
-            ax.set_xscale("log")
-            left, right = min(shown), max(shown)
-            ax.set_xlim(left / 1.3, right * 1.3)
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xticks(sorted({1.0, *_nice_ticks(left / 1.3, right * 1.3)}))
+            log_ratio_axis(ax, shown, pad=1.3, axis="x")
             ax.set_yticks(ticks, labels)
             ax.set_ylim(-1, rows * (runs + 1) - 1)
             ax.set_xlabel("ratio (> 1: treatment better)")
@@ -602,7 +595,7 @@ def compare_svg(comparison: Comparison, *, id_prefix: str = "compare") -> str:
             ax.grid(axis="x", color="#d0d7de", linewidth=0.6)
             ax.set_axisbelow(True)
             fig.tight_layout()
-            return _to_svg(fig, id_prefix)
+            return to_svg(fig, id_prefix)
         finally:
             plt.close(fig)
 

@@ -34,10 +34,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from harness import compare  # noqa: E402
-from harness.charts import _STYLE, VERDICT_COLOURS, _nice_ticks, _to_svg  # noqa: E402
+from harness.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
 from harness.compare import RunRecord, condition_label, pair_name  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
@@ -211,7 +210,7 @@ def claim_svg(points: Sequence[dict], *, id_prefix: str = "claim") -> str:
     series = list(dict.fromkeys(point["series"] for point in points))
     runs = sorted({(point["position"], point["started"], point["host"]) for point in points})
     width = 0.6 / max(1, len(series))
-    with matplotlib.rc_context({**_STYLE, "svg.hashsalt": id_prefix}):
+    with matplotlib.rc_context({**STYLE, "svg.hashsalt": id_prefix}):
         fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(runs) + 3), 4.0))
         try:
             shown = [1.0]
@@ -232,13 +231,7 @@ def claim_svg(points: Sequence[dict], *, id_prefix: str = "claim") -> str:
                                    linewidth=1.8, zorder=3)
                 bars.lines[0].set_gid(f"point-{index}")
                 shown += [low, high]
-            ax.axhline(1.0, color="black", linewidth=1)
-            ax.set_yscale("log")
-            bottom, top = min(shown), max(shown)
-            ax.set_ylim(bottom / 1.3, top * 1.3)
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}x"))
-            ax.yaxis.set_minor_formatter(NullFormatter())
-            ax.set_yticks(sorted({1.0, *_nice_ticks(bottom / 1.3, top * 1.3)}))
+            log_ratio_axis(ax, shown, pad=1.3, axis="y")
             ax.set_xticks([position for position, _, _ in runs],
                           [f"{compare.when(started)[:16]}\n{host}" for _, started, host in runs],
                           rotation=30 if len(runs) > 4 else 0, ha="right" if len(runs) > 4 else "center",
@@ -253,7 +246,7 @@ def claim_svg(points: Sequence[dict], *, id_prefix: str = "claim") -> str:
             ax.grid(axis="y", color="#d0d7de", linewidth=0.6)
             ax.set_axisbelow(True)
             fig.tight_layout()
-            return _to_svg(fig, id_prefix)
+            return to_svg(fig, id_prefix)
         finally:
             plt.close(fig)
 
