@@ -614,6 +614,8 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
             conditions[f"{role} memory"] = f"{fact.get('memory_mib')} MiB"
             conditions[f"{role} kernel"] = str(fact.get("kernel"))
             conditions[f"{role} OS"] = str(fact.get("os"))
+            if fact.get("nic"):
+                conditions[f"{role} NIC"] = str(fact["nic"])
     for host, facts in (gathered.topology or {}).items():
         conditions[f"topology ({host})"] = (f"{facts.get('cpus')} CPUs, {facts.get('numa_nodes')} NUMA "
                                             f"node{'s' if facts.get('numa_nodes') != 1 else ''} "

@@ -218,6 +218,8 @@ class Provisioner:
             facts[host] = _host_facts(gathered.get("ansible_facts", {}))
             read = (_script_output(events, host, "Read host settings with ethtool")
                     or _script_output(events, host, "Read host settings"))
+            if read and read.get("nic"):
+                facts[host]["nic"] = read["nic"]  # the service device, its driver and speed
             if read is None or not isinstance(read.get("settings"), dict):
                 res = _ok_result(events, host, "Read host settings") or {}
                 raise ProvisionError(f"{host}: snapshot could not read the host settings ({_detail(res)}); "

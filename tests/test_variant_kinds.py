@@ -72,4 +72,7 @@ def test_serverless_and_result_variants_measure_and_compare(tmp_path):
     assert len(results) == 3 and json.loads(results[0].read_text())["value"] > 0.1
     conditions = (run_dir / "index.html").read_text()
     assert "server (no server)" in conditions
+    assert "<th>client NIC</th><td>lo (loopback)</td>" in conditions  # the device a run uses, and its driver
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["hosts"]["facts"]["localhost"]["nic"] == "lo (loopback)"
     assert "<li>The sleeps are &lt;b&gt;not&lt;/b&gt; network work.</li>" in conditions  # the file's notes, escaped

@@ -54,7 +54,8 @@ def main():
     if mode == "read":
         settings, notes = read_settings(given.get("address"))
         result = {"settings": settings, "notes": notes, "ethtool": shutil.which("ethtool") is not None,
-                  "sysctls": {key: read_sysctl(key) for key in given.get("sysctl_keys", [])}}
+                  "sysctls": {key: read_sysctl(key) for key in given.get("sysctl_keys", [])},
+                  "nic": describe_nic(given.get("address"))}
     elif mode == "restore":
         result = restore(given.get("before", {}))
         result["sysctls"] = restore_sysctls(given.get("sysctls", {}))
@@ -448,6 +449,23 @@ def cpu_set(text):
         if low.isdigit():
             cpus.update(range(int(low), int(high or low) + 1))
     return cpus
+
+
+def describe_nic(address):
+    """The device holding the service address, its driver and speed: "eth0 (virtio_net, 10000 Mb/s)"."""
+    device = device_of(address) if address else None
+    if device is None:
+        return None
+    driver_link = f"/sys/class/net/{device}/device/driver"
+    if os.path.exists(driver_link):
+        driver = os.path.basename(os.path.realpath(driver_link))
+    else:  # virtual devices (lo, veth, bridge) have no bus device; their kind says what they are
+        kinds = [((link.get("linkinfo") or {}).get("info_kind")) for link in run_json(["ip", "-j", "-d", "link", "show",
+                                                                                         "dev", device]) or []]
+        driver = next((kind for kind in kinds if kind), "virtual" if device != "lo" else "loopback")
+    speed = read_file(f"/sys/class/net/{device}/speed")
+    speed_text = f", {speed} Mb/s" if speed.lstrip("-").isdigit() and int(speed) > 0 else ""
+    return f"{device} ({driver}{speed_text})"
 
 
 def device_of(address):
