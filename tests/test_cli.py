@@ -44,7 +44,7 @@ def test_list_prints_each_claim():
 def test_bad_usage_exits_2():
     result = run_harness("run")
     assert result.returncode == 2
-    assert "Missing argument" in result.stderr
+    assert "give an EXPERIMENT file, or --resume RUN_DIR" in result.stderr
 
 
 def test_run_with_malformed_yaml(tmp_path, experiment_copy):
