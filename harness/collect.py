@@ -161,6 +161,21 @@ def parse_redis_benchmark(text: str, source: str) -> LoadResult:
     return LoadResult(tuple(values), (), None)
 
 
+def parse_iperf3_json(text: str, source: str) -> LoadResult:
+    """`iperf3 --json` (TCP): one value, seconds per GiB received."""
+    try:
+        report = json.loads(text)
+    except ValueError:
+        raise TrialError(f"{source}: not iperf3 --json output") from None
+    if not isinstance(report, dict) or report.get("error"):
+        raise TrialError(f"{source}: iperf3 failed: {report.get('error') if isinstance(report, dict) else report}")
+    received = (report.get("end") or {}).get("sum_received") or {}
+    moved, seconds = received.get("bytes"), received.get("seconds")
+    if not moved or not seconds:
+        raise TrialError(f"{source}: iperf3 reports no bytes received")
+    return LoadResult((seconds / (moved / GIB),), (int(moved),), None, units=1)
+
+
 def _checked(result: LoadResult, source: str) -> LoadResult:
     if not result.seconds:
         raise TrialError(f"{source}: the load generator reported no values")
@@ -170,7 +185,7 @@ def _checked(result: LoadResult, source: str) -> LoadResult:
 
 
 PARSERS = {"fetch_json": parse_fetch_json, "json_values": parse_json_values, "wrk": parse_wrk,
-           "h2load": parse_h2load, "redis_benchmark": parse_redis_benchmark}
+           "h2load": parse_h2load, "redis_benchmark": parse_redis_benchmark, "iperf3_json": parse_iperf3_json}
 
 
 def measure(output: TrialOutput, parser: str, warmup_values: int) -> Measurement:

@@ -95,6 +95,7 @@ class NetTuning(Model):
     rps_sock_flow_entries: Annotated[int, Field(ge=0, le=1 << 24)] | None = None
     channels: Annotated[int, Field(ge=1, le=1024)] | None = None  # ethtool -L combined N
     irq_cpus: CpuList | None = None
+    irq_node: Annotated[int, Field(ge=0, le=1023)] | None = None  # IRQs on the CPUs of this NUMA node
 
 
 # A pip requirement: a name, optional extras, optional version constraints; nothing a shell reads.
@@ -142,7 +143,7 @@ class Server(Model):
 class Load(Model):
     role: Name
     command: Annotated[list[str], Field(min_length=1)]
-    parser: Literal["fetch_json", "json_values", "wrk", "h2load", "redis_benchmark"]
+    parser: Literal["fetch_json", "json_values", "wrk", "h2load", "redis_benchmark", "iperf3_json"]
     cpus: CpuList | None = None
     timeout: Annotated[float, Field(gt=0, le=3600)] = 600.0
     runs: Annotated[int, Field(gt=0, le=100)] = 1  # the command runs this often per trial; values concatenate
@@ -245,13 +246,15 @@ class ExperimentSpec(Model):
         for where, sweep in (("sweep",), self.sweep), (("quick", "sweep"), self.quick.sweep):
             for key, values in sweep.items():
                 _check_swept(where + (key,), key, values, self.parameters)
-        tuned = {name: tuple(sorted(v.net.model_dump(exclude_none=True))) if v.net else ()
-                 for name, v in self.variants.items()}
-        if any(tuned.values()) and len(set(tuned.values())) > 1:
+        # Variants that set `net` set the same fields, or a trial would inherit some of the last
+        # variant's settings; a variant without `net` takes the devices as it finds them.
+        tuned = {name: tuple(sorted(v.net.model_dump(exclude_none=True)))
+                 for name, v in self.variants.items() if v.net}
+        if len(set(tuned.values())) > 1:
             name = min(tuned, key=lambda n: len(tuned[n]))
             raise _Located(("variants", name, "net"),
-                           "every variant must set the same net fields, or a trial would inherit the last "
-                           f"variant's settings ({name} sets {', '.join(tuned[name]) or 'none'}; "
+                           "every variant that sets net must set the same fields, or a trial would inherit the "
+                           f"last variant's settings ({name} sets {', '.join(tuned[name]) or 'none'}; "
                            f"others set {', '.join(max(tuned.values(), key=len))})")
         if self.link.delay_ms and any(DELAY_KEY in swept_names(k, v) for k, v in self.sweep.items()):
             raise _Located(("link", "delay_ms"), "the delay is swept (sweep.delay_ms); drop link.delay_ms")

@@ -284,3 +284,29 @@ def test_a_swept_mapping_sets_its_placeholders_together_and_is_named_by_its_firs
 def test_bad_swept_mappings_are_refused(tmp_path, extra, message):
     with pytest.raises(SpecError, match=message):
         load(sweep_experiment(tmp_path, extra))
+
+
+def test_iperf3_json_value_is_seconds_per_gib_received():
+    text = (ROOT / "experiments" / "multiqueue" / "testdata" / "iperf3-tcp-2streams.json").read_text()
+    received = json.loads(text)["end"]["sum_received"]
+    result = collect.parse_iperf3_json(text, "x")
+    assert result.seconds == pytest.approx((received["seconds"] / (received["bytes"] / 2**30),))
+    refused = (ROOT / "experiments" / "multiqueue" / "testdata" / "iperf3-refused.json").read_text()
+    with pytest.raises(TrialError, match="iperf3 failed"):
+        collect.parse_iperf3_json(refused, "x")
+
+
+def test_irq_node_names_a_node_the_host_lacks_before_writing_anything():
+    import subprocess
+
+    addresses = [entry["local"] for link in json.loads(subprocess.run(["ip", "-j", "addr"], capture_output=True,
+                                                                        text=True).stdout)
+                 if link["ifname"] != "lo" for entry in link.get("addr_info", []) if entry.get("family") == "inet"]
+    if not addresses:
+        pytest.skip("no device but lo holds an IPv4 address")
+    script = ROOT / "playbooks" / "files" / "host_state.py"
+    given = json.dumps({"address": addresses[0], "net": {"irq_node": 999}})
+    result = subprocess.run(["/usr/bin/python3", str(script), "tune"], input=given, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "no NUMA node 999: cannot set irq_node" in result.stderr
+    assert json.loads(result.stdout)["failures"]  # and it wrote nothing: no other field was given

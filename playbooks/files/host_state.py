@@ -416,12 +416,19 @@ def tune(address, net):
         else:
             failures[path] = ("absent: net.core.rps_sock_flow_entries exists only in the initial network "
                               "namespace; set it on the machine that holds this host")
-    if net.get("irq_cpus") is not None:
+    irq_cpus = net.get("irq_cpus")
+    if net.get("irq_node") is not None:  # the CPUs of a NUMA node, as this host numbers them
+        node_cpus = f"/sys/devices/system/node/node{net['irq_node']}/cpulist"
+        if os.path.exists(node_cpus):
+            irq_cpus = read_file(node_cpus)
+        else:
+            failures[node_cpus] = f"this host has no NUMA node {net['irq_node']}: cannot set irq_node"
+    if irq_cpus is not None:
         irqs = device_irqs(device)
         if not irqs:
             failures[f"irqs of {device}"] = f"{device} has no IRQs of its own (a virtual device?): cannot set irq_cpus"
         for irq in irqs:
-            put(f"/proc/irq/{irq}/smp_affinity_list", str(net["irq_cpus"]))
+            put(f"/proc/irq/{irq}/smp_affinity_list", str(irq_cpus))
     for path, value in wrote.items():
         now = read_file(path)
         if not same_value(path, value, now):
