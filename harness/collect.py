@@ -66,9 +66,9 @@ class Measurement:
         return self.server_cpu_seconds / self.units if self.units else float("nan")
 
 
-def parse_fetch_json(text: str, source: str) -> LoadResult:
-    """fetch's output: {"seconds", "bytes"} per transfer, then {"client_cpu_seconds"}."""
-    seconds, sizes, client_cpu = [], [], None
+def _json_records(text: str, source: str, kind: str, read) -> float | None:
+    """Call read(record) for each JSON line but {"client_cpu_seconds"}, whose value is returned."""
+    client_cpu = None
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -77,10 +77,21 @@ def parse_fetch_json(text: str, source: str) -> LoadResult:
             if "client_cpu_seconds" in record:
                 client_cpu = float(record["client_cpu_seconds"])
             else:
-                seconds.append(float(record["seconds"]))
-                sizes.append(int(record["bytes"]))
-        except (ValueError, KeyError, TypeError):
-            raise TrialError(f"{source}:{number}: not a fetch_json line: {line[:80]!r}") from None
+                read(record)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise TrialError(f"{source}:{number}: not a {kind} line: {line[:80]!r}") from None
+    return client_cpu
+
+
+def parse_fetch_json(text: str, source: str) -> LoadResult:
+    """fetch's output: {"seconds", "bytes"} per transfer, then {"client_cpu_seconds"}."""
+    seconds, sizes = [], []
+
+    def read(record):
+        seconds.append(float(record["seconds"]))
+        sizes.append(int(record["bytes"]))
+
+    client_cpu = _json_records(text, source, "fetch_json", read)
     if not seconds:
         raise TrialError(f"{source}: the load generator reported no transfers")
     if any(value <= 0 for value in seconds):
@@ -91,21 +102,15 @@ def parse_fetch_json(text: str, source: str) -> LoadResult:
 def parse_json_values(text: str, source: str) -> LoadResult:
     """A client of our own: {"value": seconds per unit, "units": n, "errors": n} per
     line, optionally {"client_cpu_seconds": s}."""
-    values, units, errors, client_cpu = [], 0, 0, None
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if "client_cpu_seconds" in record:
-                client_cpu = float(record["client_cpu_seconds"])
-                continue
-            values.append(float(record["value"]))
-            units += int(record.get("units", 1))
-            errors += int(record.get("errors", 0))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise TrialError(f"{source}:{number}: not a json_values line: {line[:80]!r}") from None
-    return _checked(LoadResult(tuple(values), (), client_cpu, units=units, errors=errors), source)
+    values, units, errors = [], [], []
+
+    def read(record):
+        values.append(float(record["value"]))
+        units.append(int(record.get("units", 1)))
+        errors.append(int(record.get("errors", 0)))
+
+    client_cpu = _json_records(text, source, "json_values", read)
+    return _checked(LoadResult(tuple(values), (), client_cpu, units=sum(units), errors=sum(errors)), source)
 
 
 _WRK_RATE = re.compile(r"^Requests/sec:\s+([0-9.]+)", re.M)

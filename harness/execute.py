@@ -86,7 +86,7 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
 
     if variant.net:
         for host in dict.fromkeys((server_host, client_host)):
-            _tune(setting.sessions[host.name], host, variant.net, setting.workspace.workdir, trial)
+            _tune(setting.sessions[host.name], host, variant.net, trial)
     loss = _loss_percent(trial) if variant.server else None
     server: Background | None = None
     proxy: Background | None = None
@@ -198,18 +198,16 @@ def _clean_up(server_session, client_session, server, proxy, server_log, load_pi
     return problems
 
 
-HOST_STATE_SCRIPT = Path(__file__).resolve().parent.parent / "playbooks" / "files" / "host_state.py"
+HOST_STATE_TEXT = (Path(__file__).resolve().parent.parent / "playbooks" / "files" / "host_state.py").read_text()
 
 
-def _tune(session: HostSession, host: Host, net, workdir: str, trial: Trial) -> None:
+def _tune(session: HostSession, host: Host, net, trial: Trial) -> None:
     """Set the variant's steering on the device carrying the host's address and read it back
     (playbooks/files/host_state.py tune, the script provisioning uses); the run's restore
     puts the snapshot's values back."""
-    script = HOST_STATE_SCRIPT if host.local else f"{workdir}/host_state.py"
-    if not host.local:
-        session.put(HOST_STATE_SCRIPT, script)
+    # The script goes as `python3 -c TEXT`, as the playbooks send it: nothing to copy per trial.
     given = json.dumps({"address": host.service_address, "net": net.model_dump(exclude_none=True)})
-    result = session.shell(f"printf %s {shlex.quote(given)} | /usr/bin/python3 {shlex.quote(str(script))} tune",
+    result = session.shell(f"printf %s {shlex.quote(given)} | /usr/bin/python3 -c {shlex.quote(HOST_STATE_TEXT)} tune",
                            timeout=60, check=False, shown="tune the link")
     if result.exited != 0:
         raise TrialError(f"{host.name}: variants.{trial.variant}.net: {_last_line(result.stderr or result.stdout)}")

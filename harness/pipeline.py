@@ -571,8 +571,8 @@ def _softirq_spread(measurements, plan: Plan, labels: list[str]) -> list[dict]:
                     cpu = int(key.removeprefix("net_rx_cpu"))
                     per_cpu[cpu] = per_cpu.get(cpu, 0.0) + value
     rows = []
-    for (label, host), per_cpu in sorted(totals.items(), key=lambda item: (labels.index(item[0][0])
-                                                                             if item[0][0] in labels else 0, item[0][1])):
+    position = {label: i for i, label in enumerate(labels)}
+    for (label, host), per_cpu in sorted(totals.items(), key=lambda item: (position.get(item[0][0], 0), item[0][1])):
         total = sum(per_cpu.values())
         cpus = sorted(per_cpu)
         rows.append({"variant": label, "host": host, "total": int(total),

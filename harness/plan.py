@@ -66,8 +66,6 @@ class Plan:
     def round(self, repetition: int) -> tuple[Trial, ...]:
         """Round `repetition`: every variant under every condition once, in this round's seeded order."""
         order = [(condition, variant) for condition in self.conditions for variant in self.variants]
-        if len(self.conditions) == 1:  # the order of runs made before sweeps existed
-            order = [(self.conditions[0], variant) for variant in self.variants]
         random.Random(f"{self.seed}:{repetition}").shuffle(order)
         first = repetition * self.trials_per_round
         return tuple(Trial(first + i, variant, repetition, condition)
