@@ -17,11 +17,12 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness import spec as spec_module
+from harness.run import spec as spec_module
+from harness import resources
 from harness.errors import HarnessError, Interrupted
-from harness.interrupt import StopSignals
+from harness.run.interrupt import StopSignals
 
-PROJECT_ROOT = spec_module.PROJECT_ROOT
+PROJECT_ROOT = resources.PROJECT_ROOT
 DEFAULT_INVENTORY = PROJECT_ROOT / "inventory.ini"
 EXPERIMENTS = PROJECT_ROOT / "experiments"
 
@@ -59,7 +60,7 @@ def main() -> None:
 def run(experiment: str | None, inventory_path: str, out_dir: str, quick: bool, seed: int | None,
         target_width: float | None, cpus: str | None, resume_dir: str | None) -> None:
     """Run EXPERIMENT (a YAML file) and write its report."""
-    from harness.pipeline import RunFailed, resume_experiment, run_experiment  # heavy imports only when running
+    from harness.run.pipeline import RunFailed, resume_experiment, run_experiment  # heavy imports only when running
 
     if resume_dir and (experiment or quick or seed is not None or target_width or cpus):
         raise click.UsageError("--resume takes the experiment, --quick, --seed, --target-width and --cpus from "
@@ -108,7 +109,7 @@ def validate(experiments: tuple[str, ...]) -> None:
 @click.argument("run_dir")
 def verify(run_dir: str) -> None:
     """Check a run directory's files against the sha256 in its manifest."""
-    from harness.store import verify as verify_run
+    from harness.results.store import verify as verify_run
 
     try:
         count = verify_run(Path(run_dir))
@@ -128,14 +129,14 @@ def compare(run_dirs: tuple[str, ...], out_dir: str | None, allow_different: boo
     flipped verdicts, significant differences, and what differs in their environments."""
     if len(run_dirs) < 2:
         raise click.UsageError("give at least two run directories")
-    from harness import compare as compare_module  # heavy imports only when comparing
+    from harness.results import compare as compare_module  # heavy imports only when comparing
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = Path(out_dir) if out_dir else Path("reports") / f"compare-{stamp}"
     try:
         runs = [compare_module.load_run(path) for path in run_dirs]
         comparison = compare_module.compare_runs(runs, allow_different=allow_different)
-        page = compare_module.write_comparison(comparison, target, spec_module.PROJECT_ROOT / "templates")
+        page = compare_module.write_comparison(comparison, target, resources.TEMPLATES)
     except HarnessError as error:
         _fail(error)
     for row in comparison.rows:
@@ -168,10 +169,10 @@ def _compared_cell(position: int, cell) -> str:
 def publish(reports_dir: str, site_dir: str) -> None:
     """Build a static site of every run under REPORTS_DIR: an index, a page per claim, every report,
     compare pages and the raw JSON; relative links only, so it works from file:// and any web server."""
-    from harness.publish import build_site
+    from harness.results.publish import build_site
 
     try:
-        site = build_site(reports_dir, site_dir, spec_module.PROJECT_ROOT / "templates")
+        site = build_site(reports_dir, site_dir, resources.TEMPLATES)
     except HarnessError as error:
         _fail(error)
     for _, reason in site.skipped:
@@ -250,12 +251,12 @@ def _parse_loss(ctx, param, value: str | None) -> float | None:
               help="Random loss of packets arriving at each host (nftables); SSH (tcp port 22) is exempt.")
 @click.option("--delay", callback=_parse_delay, metavar="TIME",
               help="Added delay, e.g. 5ms: netem on each eth0 where the kernel has it, else recorded for a "
-                   "delay proxy that an experiment starts (harness/delay_proxy.py).")
+                   "delay proxy that an experiment starts (harness/hosts/delay_proxy.py).")
 @_lab_base_dir
 def lab_up_command(hosts: int, name: str, experiment: str | None, queues: int | None, mtu: int | None,
                    rate: float | None, loss: float | None, delay: float | None, base_dir: str) -> None:
     """Create the lab (or keep it if healthy); print the inventory path last."""
-    from harness import lab as lab_module
+    from harness.hosts import lab as lab_module
 
     try:
         wanted = spec_module.load(experiment).link.model_dump() if experiment else {"queues": 2}
@@ -284,7 +285,7 @@ def lab_up_command(hosts: int, name: str, experiment: str | None, queues: int | 
 @_lab_base_dir
 def lab_status_command(name: str, base_dir: str) -> None:
     """Show the lab's hosts, links, queues and sshd processes; exit 1 unless it is healthy."""
-    from harness import lab as lab_module
+    from harness.hosts import lab as lab_module
     from harness.errors import LabError
 
     try:
@@ -315,7 +316,7 @@ def lab_status_command(name: str, base_dir: str) -> None:
 @_lab_base_dir
 def lab_down_command(name: str, base_dir: str) -> None:
     """Remove the lab: its sshd processes, namespaces, links and files."""
-    from harness import lab as lab_module
+    from harness.hosts import lab as lab_module
 
     try:
         lab_module.lab_down(name=name, base_dir=Path(base_dir))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analyse import (
+from harness.results.analyse import (
     NOISE_FLOOR,
     VERDICTS,
     PairVerdict,
@@ -262,7 +262,7 @@ def test_identical_values_give_a_finite_interval_without_warnings():
 
 @pytest.mark.parametrize("failure", ["nan", "degenerate warning"])
 def test_percentile_interval_when_bca_fails(twice_as_fast, monkeypatch, failure):
-    from harness import analyse
+    from harness.results import analyse
 
     real_bootstrap = analyse.stats.bootstrap
 

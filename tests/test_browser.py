@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from harness import publish
+from harness.results import publish
 from tests.conftest import ROOT
 from tests.test_compare import CLAIM
 from tests.test_publish import TEMPLATES, make_reports

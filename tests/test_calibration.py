@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from harness import spec
+from harness.run import spec
 from tests.conftest import ROOT, run_harness
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.spec import load
+from harness.run.spec import load
 from tests.conftest import ROOT
 
 CLAIMS = ("sendfile", "io_uring", "per_core", "numa", "multiqueue", "zero_copy_serialization", "batch_rpc",

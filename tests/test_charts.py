@@ -5,8 +5,8 @@ from itertools import combinations
 import pandas as pd
 import pytest
 
-from harness.analyse import Thresholds, compare_pair
-from harness.charts import distribution_svg, ratio_svg, run_sequence_svg, run_values_svg
+from harness.results.analyse import Thresholds, compare_pair
+from harness.results.charts import distribution_svg, ratio_svg, run_sequence_svg, run_values_svg
 
 VARIANTS = ["readwrite", "sendfile"]
 SVG = "{http://www.w3.org/2000/svg}"

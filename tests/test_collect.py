@@ -6,11 +6,11 @@ import json
 import pyperf
 import pytest
 
-from harness.collect import (GIB, costs_frame, gates, measure, measurement_from_json, measurement_to_json,
+from harness.run.collect import (GIB, costs_frame, gates, measure, measurement_from_json, measurement_to_json,
                              parse_fetch_json, values_frame, write_pyperf)
 from harness.errors import TrialError
-from harness.execute import TrialOutput
-from harness.plan import Trial
+from harness.run.execute import TrialOutput
+from harness.run.plan import Trial
 
 FETCH_OUTPUT = """{"seconds": 0.500000000, "bytes": 1073741824}
 {"seconds": 0.250000000, "bytes": 1073741824}

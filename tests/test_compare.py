@@ -23,7 +23,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from harness import analyse, compare
+from harness.results import analyse
+
+from harness.results import compare
 from harness.cli import _ProgressDisplay
 from harness.errors import HarnessError
 from tests.conftest import ROOT, run_harness

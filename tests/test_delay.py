@@ -22,7 +22,7 @@ def test_link_delay_goes_through_the_proxy(experiment_copy, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "out").iterdir()
     conditions = json.loads((run_dir / "verdicts.json").read_text())[0]["conditions"]
-    assert conditions["added delay"] == f"{DELAY_MS} ms each way, by harness/delay_proxy.py on the client host (no netem)"
+    assert conditions["added delay"] == f"{DELAY_MS} ms each way, by harness/hosts/delay_proxy.py on the client host (no netem)"
     # The request and the first bytes of the answer each wait DELAY_MS in the proxy.
     values = pd.read_csv(run_dir / "measurements.csv")["value"]
     assert values.min() >= 2 * DELAY_MS / 1000

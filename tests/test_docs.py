@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from harness.spec import ExperimentSpec
+from harness.run.spec import ExperimentSpec
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

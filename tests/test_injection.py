@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import inventory
+from harness.hosts import inventory
 from harness.errors import InventoryError
-from harness.spec import fill
+from harness.run.spec import fill
 from tests.conftest import HARNESS, ROOT
 
 BAD = ROOT / "tests" / "fixtures" / "bad"

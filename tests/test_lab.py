@@ -12,11 +12,11 @@ from pathlib import Path
 import ansible_runner
 import pytest
 
-from harness import inventory
-from harness import lab as lab_module
+from harness.hosts import inventory
+from harness.hosts import lab as lab_module
 from harness.errors import HostError, LabError
-from harness.lab import lab_down, lab_status, lab_up
-from harness.remote import HostSession
+from harness.hosts.lab import lab_down, lab_status, lab_up
+from harness.hosts.remote import HostSession
 from tests.conftest import run_harness
 
 pytestmark = pytest.mark.integration

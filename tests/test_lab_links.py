@@ -1,5 +1,5 @@
 """Link properties of lab hosts against the real kernel: MTU, a TBF rate limit, nftables loss
-with SSH exempt, and delay through harness/delay_proxy.py where the kernel has no netem.
+with SSH exempt, and delay through harness/hosts/delay_proxy.py where the kernel has no netem.
 
 Traffic is bounded: one 6 MB transfer per measurement, 2000 datagrams, a few echo round
 trips, all between lab namespaces (198.18.0.0/15), each program with its own timeout.
@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from harness import lab as lab_module
-from harness.lab import LinkProperties, LinkPropertyError, lab_down, lab_status, lab_up
-from harness.linkdelay import start_delay_proxy
-from harness.remote import HostSession
+from harness.hosts import lab as lab_module
+from harness.hosts.lab import LinkProperties, LinkPropertyError, lab_down, lab_status, lab_up
+from harness.hosts.linkdelay import start_delay_proxy
+from harness.hosts.remote import HostSession
 from tests.conftest import run_harness
 
 PID = os.getpid()

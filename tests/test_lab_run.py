@@ -13,9 +13,9 @@ import time
 import pandas as pd
 import pytest
 
-from harness import spec
-from harness.lab import lab_down, lab_up
-from harness.plan import make_plan
+from harness.run import spec
+from harness.hosts.lab import lab_down, lab_up
+from harness.run.plan import make_plan
 from tests.conftest import HARNESS
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import spec as spec_module
-from harness.collect import parse_json_values
+from harness.run import spec as spec_module
+from harness.run.collect import parse_json_values
 
 EXPERIMENT = Path(__file__).resolve().parent.parent / "experiments" / "multiqueue.yaml"
 WORKLOAD = EXPERIMENT.with_suffix("")

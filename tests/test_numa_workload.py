@@ -54,7 +54,7 @@ def test_stream_prints_plausible_seconds_per_gib(stream, threads):
 
 
 def test_stream_output_is_what_the_harness_parser_takes(stream):
-    from harness.collect import parse_json_values
+    from harness.run.collect import parse_json_values
 
     result = run_stream(stream, "--array-mib", 16, "--repeats", 3)
     parsed = parse_json_values(result.stdout, "stream")

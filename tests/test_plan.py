@@ -1,5 +1,5 @@
-from harness import spec
-from harness.plan import make_plan
+from harness.run import spec
+from harness.run.plan import make_plan
 from tests.conftest import ROOT
 
 NAMES = ["python_readwrite", "python_sendfile", "nginx_sendfile_off", "nginx_sendfile_on"]

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import spec as spec_module
+from harness.run import spec as spec_module
 from harness.errors import HostError, Interrupted, ProvisionError
-from harness.inventory import Host
-from harness.lab import lab_down, lab_up
-from harness.provision import DriftError, Provisioner
+from harness.hosts.inventory import Host
+from harness.hosts.lab import lab_down, lab_up
+from harness.hosts.provision import DriftError, Provisioner
 
 pytestmark = [
     pytest.mark.integration,
@@ -216,7 +216,7 @@ def test_a_pip_requirement_that_does_not_exist_names_the_task(inventory, tmp_pat
 
 # --- host settings beyond sysctls: a lab host in its own network namespace ------------------------
 #
-# The lab host (harness/lab.py: a namespace with sshd, eth0 a veth with 2 rx and 2 tx queues) is
+# The lab host (harness/hosts/lab/: a namespace with sshd, eth0 a veth with 2 rx and 2 tx queues) is
 # reached over SSH like any remote host; its devices are its own, so nothing here touches the
 # machine's eth0. IRQ affinity is global: the one test that changes it puts it back itself too.
 

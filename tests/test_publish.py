@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import publish
+from harness.results import publish
 from harness.errors import HarnessError
 from tests.conftest import ROOT, run_harness
 from tests.test_compare import CLAIM, derived_run, frame, quick_run, swept, write_run

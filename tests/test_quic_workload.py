@@ -109,7 +109,7 @@ def run_client(python: str, proto: str, port: int, *args: str) -> subprocess.Com
 
 
 def parsed(stdout: str):
-    from harness.collect import parse_json_values
+    from harness.run.collect import parse_json_values
     return parse_json_values(stdout, "client")
 
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from harness.errors import HostError, TrialError
-from harness.inventory import Host
-from harness.remote import HostSession
+from harness.hosts.inventory import Host
+from harness.hosts.remote import HostSession
 
 LOCAL = Host(name="localhost", address="127.0.0.1", port=22, user="root", local=True)
 PORT = 18998

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from jinja2 import UndefinedError
 
-from harness.analyse import Thresholds, claim_verdict, compare_pair, summarise
-from harness.report import percent, plus_minus, quantity, ratio, render_report, sig4
+from harness.results.analyse import Thresholds, claim_verdict, compare_pair, summarise
+from harness.results.report import percent, plus_minus, quantity, ratio, render_report, sig4
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 

@@ -17,9 +17,9 @@ import pandas as pd
 import pyperf
 import pytest
 
-from harness import spec
-from harness.analyse import VERDICTS
-from harness.plan import make_plan
+from harness.run import spec
+from harness.results.analyse import VERDICTS
+from harness.run.plan import make_plan
 from tests.conftest import HARNESS, ROOT, run_harness
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """Secrets stay out of a run's files, and SSH hosts must prove who they are.
 
-A real run across two lab hosts (network namespaces with their own sshd, harness/lab.py)
+A real run across two lab hosts (network namespaces with their own sshd, harness/hosts/lab/)
 whose inventory also carries a password and whose environment holds another: no private
 key (the lab's client key, the hosts' keys, any PEM/OpenSSH private key block) and neither
 password may appear in any file of the run directory, Ansible's artifacts included. The
@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HostError
-from harness.lab import lab_down, lab_up
-from harness.provision import Provisioner
+from harness.hosts.lab import lab_down, lab_up
+from harness.hosts.provision import Provisioner
 from tests.conftest import HARNESS, ROOT
 from tests.test_injection import Payloads, check_run, write_payload_experiment
 

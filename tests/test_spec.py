@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import spec
+from harness.run import spec
 from harness.errors import SpecError
 from tests.conftest import ROOT
 

@@ -3,7 +3,7 @@
 import pytest
 
 from harness.errors import HarnessError
-from harness.store import RunDirectory, verify
+from harness.results.store import RunDirectory, verify
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import collect
-from harness.analyse import compare_pair, claim_verdict
+from harness.run import collect
+from harness.results.analyse import compare_pair, claim_verdict
 from harness.errors import SpecError, TrialError
-from harness.execute import _load_script, _split_load_cpu
-from harness.inventory import Host
-from harness.plan import conditions, make_plan
-from harness.remote import HostSession
-from harness.spec import load
+from harness.run.execute import _load_script, _split_load_cpu
+from harness.hosts.inventory import Host
+from harness.run.plan import conditions, make_plan
+from harness.hosts.remote import HostSession
+from harness.run.spec import load
 from tests.conftest import ROOT, run_harness
 
 LOADGEN = Path(__file__).parent / "fixtures" / "loadgen"
@@ -227,8 +227,8 @@ def test_a_swept_delay_gives_a_verdict_per_condition_and_one_for_the_claim(tmp_p
 def test_swept_loss_drops_that_share_of_the_ports_packets_and_clean_up_removes_the_rules():
     import socket
 
-    from harness.execute import LOSS_TABLE, _clean_up, _drop_share
-    from harness.plan import Condition, Trial
+    from harness.run.execute import LOSS_TABLE, _clean_up, _drop_share
+    from harness.run.plan import Condition, Trial
 
     trial = Trial(0, "v", 0, Condition((("loss_percent", 50),)))
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from harness.collect import parse_json_values
+from harness.run.collect import parse_json_values
 from tests.conftest import ROOT
 
 WORKLOAD = ROOT / "experiments" / "xdp"

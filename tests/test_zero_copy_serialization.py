@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.collect import parse_json_values
+from harness.run.collect import parse_json_values
 
 EXPERIMENT = Path(__file__).resolve().parent.parent / "experiments" / "zero_copy_serialization.yaml"
 WORKLOAD = EXPERIMENT.with_suffix("")

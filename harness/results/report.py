@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, UndefinedError
 
-from harness.charts import VERDICT_COLOURS
+from harness.results.charts import VERDICT_COLOURS
 
 TEMPLATE = "report.html.j2"
 MISSING = "–"

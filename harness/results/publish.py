@@ -35,9 +35,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 from matplotlib.lines import Line2D  # noqa: E402
 
-from harness import compare  # noqa: E402
-from harness.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
-from harness.compare import RunRecord, condition_label, pair_name  # noqa: E402
+from harness.results import compare  # noqa: E402
+from harness.results.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
+from harness.results.compare import RunRecord, condition_label, pair_name  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
 FORMAT_VERSION = 1

@@ -26,7 +26,7 @@ from fabric.runners import Remote
 from invoke.runners import Local
 
 from harness.errors import HostError, TrialError
-from harness.inventory import Host
+from harness.hosts.inventory import Host
 
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 120.0

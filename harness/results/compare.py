@@ -35,9 +35,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from harness import report  # noqa: E402
-from harness.analyse import Thresholds, ratio_interval, run_means  # noqa: E402
-from harness.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
+from harness.results import report  # noqa: E402
+from harness.results.analyse import Thresholds, ratio_interval, run_means  # noqa: E402
+from harness.results.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
 FORMAT_VERSION = 1

@@ -21,11 +21,12 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harness import resources
 from harness.errors import SpecError
 
 SCHEMA_VERSION = 1
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CATALOG = PROJECT_ROOT / "experiments"
+PROJECT_ROOT = resources.PROJECT_ROOT
+CATALOG = resources.CATALOG
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 PositiveInt = Annotated[int, Field(gt=0)]

@@ -1,4 +1,4 @@
-"""Added delay where the kernel has no netem: start harness/delay_proxy.py on a host.
+"""Added delay where the kernel has no netem: start harness/hosts/delay_proxy.py on a host.
 
 The proxy is one file run by the host's own python3, so a host needs no harness
 install: on a lab host the filesystem is this machine's, and for a host that does
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from harness.errors import HostError
-from harness.remote import Background, HostSession
+from harness.hosts.remote import Background, HostSession
 
 PROGRAM = Path(__file__).resolve().with_name("delay_proxy.py")
 READY_TIMEOUT = 10.0

@@ -27,18 +27,27 @@ from typing import Callable
 
 import pandas as pd
 
-from harness import analyse, charts, collect, report, spec as spec_module
-from harness.errors import HarnessError, Interrupted
-from harness.execute import TrialSetting, cpus_for, parse_cpu_list, run_trial
-from harness.interrupt import NoSignals, StopSignals
-from harness.inventory import Host, Inventory, load as load_inventory
-from harness.plan import Plan, make_plan
-from harness.provision import DriftError, HostState, Provisioner, Workspace
-from harness.remote import HostSession
-from harness.store import FORMAT_VERSION, RunDirectory
+from harness.results import analyse
 
-PROJECT_ROOT = spec_module.PROJECT_ROOT
-TEMPLATES = PROJECT_ROOT / "templates"
+from harness.results import charts
+
+from harness.run import collect
+
+from harness.results import report
+
+from harness.run import spec as spec_module
+from harness import resources
+from harness.errors import HarnessError, Interrupted
+from harness.run.execute import TrialSetting, cpus_for, parse_cpu_list, run_trial
+from harness.run.interrupt import NoSignals, StopSignals
+from harness.hosts.inventory import Host, Inventory, load as load_inventory
+from harness.run.plan import Plan, make_plan
+from harness.hosts.provision import DriftError, HostState, Provisioner, Workspace
+from harness.hosts.remote import HostSession
+from harness.results.store import FORMAT_VERSION, RunDirectory
+
+PROJECT_ROOT = resources.PROJECT_ROOT
+TEMPLATES = resources.TEMPLATES
 PACKAGES = ("harness", "ansible-runner", "ansible-core", "fabric", "paramiko", "invoke", "pyperf", "pandas",
             "numpy", "scipy", "jinja2", "pydantic", "matplotlib", "click", "rich")
 
@@ -639,7 +648,7 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
         conditions["CPU restriction (--cpus)"] = gathered.cpu_restriction
     if spec.link.delay_ms:
         via = ("netem in the link" if _proxy_delay(spec, gathered.links) is None
-               else "harness/delay_proxy.py on the client host (no netem)")
+               else "harness/hosts/delay_proxy.py on the client host (no netem)")
         conditions["added delay"] = f"{spec.link.delay_ms:g} ms each way, by {via}"
     for key, value in spec.provision.sysctls.items():
         conditions[f"sysctl {key}"] = str(value)

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import jinja2
 
+from harness import resources
 from harness.errors import HarnessError, TrialError
-from harness.interrupt import StopSignals
-from harness.inventory import Host
-from harness.linkdelay import start_delay_proxy
-from harness.plan import Trial
-from harness.provision import Workspace
-from harness.remote import Background, HostSession
-from harness.spec import DELAY_KEY, LOSS_KEY, ExperimentSpec, Variant, fill
+from harness.run.interrupt import StopSignals
+from harness.hosts.inventory import Host
+from harness.hosts.linkdelay import start_delay_proxy
+from harness.run.plan import Trial
+from harness.hosts.provision import Workspace
+from harness.hosts.remote import Background, HostSession
+from harness.run.spec import DELAY_KEY, LOSS_KEY, ExperimentSpec, Variant, fill
 
 TIMEOUT_EXIT = 124  # coreutils timeout's status when the time ran out
 PROXY_ADDRESS = "127.0.0.1"  # the delay proxy listens on the client host's loopback
@@ -44,7 +45,7 @@ class TrialSetting:
     parameters: dict
     workload_dir: Path  # the workload folder on this machine (config templates)
     raw_dir: Path  # where raw outputs are kept on this machine
-    # Added delay through harness/delay_proxy.py on the client host, for links
+    # Added delay through harness/hosts/delay_proxy.py on the client host, for links
     # without netem; the load generator then talks to the proxy, not the server.
     proxy_delay_ms: float | None = None
     # `harness run --cpus`: the only CPUs servers and load generators may use (see cpus_for).
@@ -198,7 +199,7 @@ def _clean_up(server_session, client_session, server, proxy, server_log, load_pi
     return problems
 
 
-HOST_STATE_TEXT = (Path(__file__).resolve().parent.parent / "playbooks" / "files" / "host_state.py").read_text()
+HOST_STATE_TEXT = resources.HOST_STATE_SCRIPT.read_text()
 
 
 def _tune(session: HostSession, host: Host, net, trial: Trial) -> None:

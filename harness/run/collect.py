@@ -21,8 +21,8 @@ import pandas as pd
 import pyperf
 
 from harness.errors import TrialError
-from harness.execute import TrialOutput
-from harness.remote import HostSession
+from harness.run.execute import TrialOutput
+from harness.hosts.remote import HostSession
 
 GIB = 1 << 30
 

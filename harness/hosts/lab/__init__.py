@@ -30,7 +30,7 @@ so traffic between two hosts meets them once per direction:
     delay    the netem qdisc where the kernel has it (checked on a throwaway veth in
              the first host's namespace); where it has not, the link gets no delay and
              lab.json records the mechanism "proxy": an experiment starts
-             harness/delay_proxy.py on a host (`harness.linkdelay.start_delay_proxy`)
+             harness/hosts/delay_proxy.py on a host (`harness.hosts.linkdelay.start_delay_proxy`)
              and sends its traffic through it.
 
 lab.json records each property with the mechanism used; `lab_status` reads back what is
@@ -56,9 +56,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from harness.errors import HostError, LabError
-from harness.inventory import Host
-from harness.linkdelay import PROGRAM as DELAY_PROXY_PROGRAM
-from harness.remote import HostSession
+from harness.hosts.inventory import Host
+from harness.hosts.linkdelay import PROGRAM as DELAY_PROXY_PROGRAM
+from harness.hosts.remote import HostSession
 
 DEFAULT_BASE_DIR = Path("/var/tmp/harness-lab")
 LAB_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
@@ -230,7 +230,7 @@ class Lab:
         return self.link.queues
 
     def harness_host(self, host: LabHost) -> Host:
-        """The host as harness.inventory reads it from the lab's inventory."""
+        """The host as harness.hosts.inventory reads it from the lab's inventory."""
         return Host(name=host.name, address=host.address, port=SSH_PORT, user="root", local=False,
                     key_file=str(self.client_key), known_hosts=str(self.known_hosts))
 
@@ -659,7 +659,7 @@ def _link_record(lab: Lab, delay_note: str | None) -> dict:
                            "limit_packets": _netem_limit(link)}
     elif mechanisms.delay == "proxy":
         record["delay"] = {"mechanism": "proxy", "ms": link.delay_ms, "in_link": False, "why": delay_note,
-                           "program": str(DELAY_PROXY_PROGRAM), "start": "harness.linkdelay.start_delay_proxy"}
+                           "program": str(DELAY_PROXY_PROGRAM), "start": "harness.hosts.linkdelay.start_delay_proxy"}
     return record
 
 

@@ -38,11 +38,12 @@ from pathlib import Path, PurePosixPath
 import ansible_runner
 from ansible_runner.exceptions import AnsibleRunnerException, ConfigurationError
 
-from harness import spec as spec_module
+from harness import resources
+from harness.run import spec as spec_module
 from harness.errors import HostError, Interrupted, ProvisionError, SpecError
-from harness.inventory import Host, ansible_tool
+from harness.hosts.inventory import Host, ansible_tool
 
-PLAYBOOKS = Path(__file__).resolve().parent.parent / "playbooks"
+PLAYBOOKS = resources.PLAYBOOKS
 WORK_ROOT = "/var/tmp/harness"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

@@ -15,7 +15,7 @@ import itertools
 import random
 from dataclasses import dataclass, field
 
-from harness.spec import ExperimentSpec, Stopping, parameters_for, stopping_for, sweep_for
+from harness.run.spec import ExperimentSpec, Stopping, parameters_for, stopping_for, sweep_for
 
 
 @dataclass(frozen=True)
