@@ -46,7 +46,7 @@ def main() -> None:
               help="Directory that receives the run directory <claim>-<time>-<id>/.")
 @click.option("--quick", is_flag=True, help="Use the experiment's quick profile (fewer repetitions, smaller sizes).")
 @click.option("--seed", type=click.IntRange(0, 2**31 - 1),
-              help="Seed of the trial order (default: a random one, recorded in manifest.json).")
+              help="Seed of the trial order (default: a random one, recorded in the run's manifest).")
 @click.option("--target-width", "target_width", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               metavar="FRACTION",
               help="Repeat until every pair's interval is within ±FRACTION of its ratio (default: the experiment's "
@@ -109,13 +109,13 @@ def validate(experiments: tuple[str, ...]) -> None:
 @click.argument("run_dir")
 def verify(run_dir: str) -> None:
     """Check a run directory's files against the sha256 in its manifest."""
-    from harness.results.store import verify as verify_run
+    from harness.results.store import MANIFEST, verify as verify_run
 
     try:
         count = verify_run(Path(run_dir))
     except HarnessError as error:
         _fail(error)
-    click.echo(f"{run_dir}: ok ({count} files match manifest.json)")
+    click.echo(f"{run_dir}: ok ({count} files match {MANIFEST})")
 
 
 @main.command()
@@ -130,11 +130,12 @@ def compare(run_dirs: tuple[str, ...], out_dir: str | None, allow_different: boo
     if len(run_dirs) < 2:
         raise click.UsageError("give at least two run directories")
     from harness.results import compare as compare_module  # heavy imports only when comparing
+    from harness.results.store import load_run
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = Path(out_dir) if out_dir else Path("reports") / f"compare-{stamp}"
     try:
-        runs = [compare_module.load_run(path) for path in run_dirs]
+        runs = [load_run(path) for path in run_dirs]
         comparison = compare_module.compare_runs(runs, allow_different=allow_different)
         page = compare_module.write_comparison(comparison, target, resources.TEMPLATES)
     except HarnessError as error:

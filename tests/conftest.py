@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.results.analyse import compare_pair
+from harness.results.verdicts import compare_pair
 from harness.results.charts import distribution_svg, ratio_svg, run_sequence_svg, run_values_svg
 
 ROOT = Path(__file__).resolve().parent.parent

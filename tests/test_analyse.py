@@ -8,21 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.results.analyse import (
-    NOISE_FLOOR,
-    VERDICTS,
-    PairVerdict,
-    Thresholds,
-    compare_pair,
-    cross_check,
-    decide,
-    noise_margin,
-    pyperf_significant,
-    relative_half_width,
-    run_means,
-    runs_needed,
-    summarise,
-)
+from harness.results.analyse import NOISE_FLOOR, Thresholds, noise_margin, pyperf_significant, relative_half_width, run_means, runs_needed, summarise
+from harness.results.verdicts import VERDICTS, PairVerdict, compare_pair, cross_check, decide
 
 T = Thresholds()  # k 1.25, margin 0.05, min_runs 3
 

@@ -5,7 +5,8 @@ from itertools import combinations
 import pandas as pd
 import pytest
 
-from harness.results.analyse import Thresholds, compare_pair
+from harness.results.analyse import Thresholds
+from harness.results.verdicts import compare_pair
 from harness.results.charts import distribution_svg, ratio_svg, run_sequence_svg, run_values_svg
 
 VARIANTS = ["readwrite", "sendfile"]

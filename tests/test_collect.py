@@ -6,8 +6,8 @@ import json
 import pyperf
 import pytest
 
-from harness.run.collect import (GIB, costs_frame, gates, measure, measurement_from_json, measurement_to_json,
-                             parse_fetch_json, values_frame, write_pyperf)
+from harness.results import store
+from harness.run.collect import GIB, costs_frame, gates, measure, parse_fetch_json, values_frame, write_pyperf
 from harness.errors import TrialError
 from harness.run.execute import TrialOutput
 from harness.run.plan import Trial
@@ -117,7 +117,7 @@ def test_load_errors_above_the_limit_fail_their_gate():
 
 def test_a_measurement_survives_the_trials_file_round_trip():
     measurement = measure(output(), "fetch_json", warmup_values=1)
-    assert measurement_from_json(json.loads(json.dumps(measurement_to_json(measurement)))) == measurement
+    assert store.Trial.from_json(json.loads(json.dumps(measurement.to_json())), "trials.jsonl:1") == measurement
 
 
 def test_without_a_server_the_load_commands_cpu_is_not_a_fault():

@@ -23,7 +23,8 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from harness.results import analyse
+from harness.results import analyse, store
+from harness.results.verdicts import compare_pair
 
 from harness.results import compare
 from harness.cli import _ProgressDisplay
@@ -99,7 +100,7 @@ def derived_run(source: Path, parent: Path, suffix: str, *, ratio: float | None 
             for variant, mean in ((baseline, 0.03), (treatment, 0.03 / ratio)):
                 rows = chosen & (values["variant"] == variant)
                 values.loc[rows, "value"] = mean * noise[rows.to_numpy()]
-        verdict = analyse.compare_pair(values[chosen], pair=entry["pair_name"], baseline=baseline,
+        verdict = compare_pair(values[chosen], pair=entry["pair_name"], baseline=baseline,
                                        treatment=treatment, claimed_ratio=entry["claimed_ratio"], better="lower")
         entry.update({key: getattr(verdict, key) for key in
                       ("measured_ratio", "ci_low", "ci_high", "verdict", "rule", "reason", "half_width")})
@@ -259,7 +260,7 @@ def write_run(path: Path, values: pd.DataFrame, *, sha256: str = "a" * 64, run_i
     for label in dict.fromkeys(values["condition"]):
         own = values[values["condition"] == label]
         for name, baseline, treatment in pairs:
-            verdict = analyse.compare_pair(own, pair=name, baseline=baseline, treatment=treatment,
+            verdict = compare_pair(own, pair=name, baseline=baseline, treatment=treatment,
                                            claimed_ratio=2.0, better="lower")
             verdicts.append({"claim_id": "synthetic", "pair_name": name, "pair": [baseline, treatment],
                              "condition": dict(part.split("=") for part in label.split(", ")) if label else {},
@@ -292,7 +293,7 @@ def test_rows_are_keyed_by_claim_pair_and_condition(tmp_path):
     first = write_run(tmp_path / "first", swept({"connections=1": same, "connections=64": frame(rng, 2.0)}))
     second = write_run(tmp_path / "second", swept({"connections=1": same, "connections=64": frame(rng, 1.0),
                                                    "connections=512": frame(rng, 2.0)}))
-    comparison = compare.compare_runs([compare.load_run(first), compare.load_run(second)])
+    comparison = compare.compare_runs([store.load_run(first), store.load_run(second)])
     rows = {row.condition: row for row in comparison.rows}
     assert list(rows) == ["connections=1", "connections=64", "connections=512"]
     assert rows["connections=64"].cells[1].flipped and rows["connections=64"].significant
@@ -306,21 +307,21 @@ def test_runs_without_a_sweep_old_and_new_line_up(tmp_path):
     rng = np.random.default_rng(11)
     old = write_run(tmp_path / "old", frame(rng, 2.0).assign(condition=""), with_condition_column=False)
     new = write_run(tmp_path / "new", frame(rng, 1.0).assign(condition=""))
-    (row,) = compare.compare_runs([compare.load_run(old), compare.load_run(new)]).rows
+    (row,) = compare.compare_runs([store.load_run(old), store.load_run(new)]).rows
     assert row.condition == "" and row.cells[1].flipped and row.cells[1].difference.significant
 
 
 def test_runs_of_different_experiment_files_are_refused(tmp_path):
     rng = np.random.default_rng(12)
-    runs = [compare.load_run(write_run(tmp_path / "one", frame(rng, 2.0).assign(condition=""), sha256="a" * 64)),
-            compare.load_run(write_run(tmp_path / "two", frame(rng, 2.0).assign(condition=""), sha256="b" * 64))]
+    runs = [store.load_run(write_run(tmp_path / "one", frame(rng, 2.0).assign(condition=""), sha256="a" * 64)),
+            store.load_run(write_run(tmp_path / "two", frame(rng, 2.0).assign(condition=""), sha256="b" * 64))]
     with pytest.raises(HarnessError, match="different experiment definitions.*--allow-different"):
         compare.compare_runs(runs)
     assert compare.compare_runs(runs, allow_different=True).same_experiment is False
 
 
 def test_a_run_given_twice_or_alone_is_refused(tmp_path):
-    run = compare.load_run(write_run(tmp_path / "one", frame(np.random.default_rng(13), 2.0).assign(condition="")))
+    run = store.load_run(write_run(tmp_path / "one", frame(np.random.default_rng(13), 2.0).assign(condition="")))
     with pytest.raises(HarnessError, match="given twice"):
         compare.compare_runs([run, run])
     with pytest.raises(HarnessError, match="at least two"):
@@ -329,11 +330,11 @@ def test_a_run_given_twice_or_alone_is_refused(tmp_path):
 
 def test_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(HarnessError, match=r"no manifest.json; is this a run directory\?"):
-        compare.load_run(tmp_path)
+        store.load_run(tmp_path)
 
 
 def test_real_runs_show_the_flip_the_difference_and_the_environment(clean, slower_treatment):
-    runs = [compare.load_run(clean), compare.load_run(slower_treatment)]
+    runs = [store.load_run(clean), store.load_run(slower_treatment)]
     comparison = compare.compare_runs(runs)
     (row,) = comparison.rows
     assert (row.claim_id, row.pair_name, row.condition) == (CLAIM, "known_effect", "")
@@ -356,7 +357,7 @@ def test_real_runs_show_the_flip_the_difference_and_the_environment(clean, slowe
 
 
 def test_the_compare_chart_has_a_point_per_run_and_row(clean, slower_treatment):
-    comparison = compare.compare_runs([compare.load_run(clean), compare.load_run(slower_treatment)])
+    comparison = compare.compare_runs([store.load_run(clean), store.load_run(slower_treatment)])
     svg = ElementTree.fromstring(compare.compare_svg(comparison))
     for run in range(2):
         group = svg.find(f".//*[@id='compare-point-0-{run}']")
@@ -412,7 +413,7 @@ def test_a_run_whose_trials_never_completed(tmp_path):
     whole = write_run(tmp_path / "whole", frame(rng, 2.0).assign(condition=""))
     empty = write_run(tmp_path / "empty", frame(rng, 2.0).assign(condition=""))
     (empty / "measurements.csv").write_text("")  # the run stopped before its first trial ended
-    (row,) = compare.compare_runs([compare.load_run(whole), compare.load_run(empty)]).rows
+    (row,) = compare.compare_runs([store.load_run(whole), store.load_run(empty)]).rows
     assert row.cells[1].difference.significant is None and "fewer than two run means" in row.cells[1].difference.reason
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from jinja2 import UndefinedError
 
-from harness.results.analyse import Thresholds, claim_verdict, compare_pair, summarise
+from harness.results.analyse import Thresholds, summarise
+from harness.results.verdicts import claim_verdict, compare_pair
 from harness.results.report import percent, plus_minus, quantity, ratio, render_report, sig4
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"

@@ -18,7 +18,7 @@ import pyperf
 import pytest
 
 from harness.run import spec
-from harness.results.analyse import VERDICTS
+from harness.results.verdicts import VERDICTS
 from harness.run.plan import make_plan
 from tests.conftest import HARNESS, ROOT, run_harness
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from harness.run import collect
-from harness.results.analyse import compare_pair, claim_verdict
+from harness.results.verdicts import compare_pair, claim_verdict
 from harness.errors import SpecError, TrialError
 from harness.run.execute import _load_script, _split_load_cpu
 from harness.hosts.inventory import Host

@@ -22,7 +22,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
-from harness.results.analyse import PairVerdict, Thresholds  # noqa: E402
+from harness.results.analyse import Thresholds  # noqa: E402
+from harness.results.verdicts import PairVerdict
 
 # Shared with the report's badges so a verdict has one colour everywhere.
 VERDICT_COLOURS = {

@@ -10,7 +10,7 @@ differ first, since a flipped verdict on another host is first of all a differen
 Runs of different experiment files (their sha256 differs) measure different things and
 are refused unless the caller allows it.
 
-Pure functions over RunRecords; load_run reads a run directory, write_page writes a page
+Pure functions over StoredRuns (store.load_run reads a run directory); write_page writes a page
 atomically. Nothing here prints.
 """
 
@@ -39,10 +39,11 @@ from harness.results import report  # noqa: E402
 from harness.results.analyse import Thresholds, ratio_interval, run_means  # noqa: E402
 from harness.results.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
+from harness.results import store  # noqa: E402
+from harness.results.store import StoredRun, VerdictEntry  # noqa: E402
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = store.FORMAT_VERSION
 COMPARE_TEMPLATE = "compare.html.j2"
-CONDITION_COLUMN = "condition"
 NO_VALUE = "–"
 
 METHOD = (
@@ -59,110 +60,12 @@ METHOD = (
 
 
 # --- one run on disk -----------------------------------------------------------------
+# A run is read through the typed run format: store.load_run gives a StoredRun whose
+# manifest, verdict entries and summary are frozen records.
 
-
-@dataclass(frozen=True)
-class RunRecord:
-    """What compare and publish need of one run directory."""
-
-    path: Path
-    manifest: dict
-    verdicts: tuple[dict, ...]
-    values: pd.DataFrame  # variant, run, value, condition ("" without a sweep)
-    summary: dict | None
-
-    @property
-    def run_id(self) -> str:
-        return str(self.manifest.get("run_id") or self.path.name)
-
-    @property
-    def started(self) -> str:
-        return str(self.manifest.get("started") or "")
-
-    @property
-    def status(self) -> str:
-        return str(self.manifest.get("status") or "unknown")
-
-    @property
-    def experiment(self) -> dict:
-        return self.manifest.get("experiment") or {}
-
-    @property
-    def claim_id(self) -> str:
-        claim = self.experiment.get("claim_id")
-        if claim:
-            return str(claim)
-        return str(self.verdicts[0].get("claim_id")) if self.verdicts else "unknown"
-
-    @property
-    def experiment_sha256(self) -> str | None:
-        return self.experiment.get("sha256")
-
-    @property
-    def host_label(self) -> str:
-        """The hosts' own names (`hostname` fact), else their inventory names."""
-        facts = (self.manifest.get("hosts") or {}).get("facts") or {}
-        names = sorted({str((fact or {}).get("hostname") or host) for host, fact in facts.items()})
-        return ", ".join(names) or "unknown host"
-
-
-def load_run(path: str | Path) -> RunRecord:
-    """Read a run directory: manifest.json, verdicts.json, measurements.csv, summary.json if present."""
-    path = Path(path)
-    manifest = _read_json(path, "manifest.json", "is this a run directory?")
-    verdicts = _read_json(path, "verdicts.json", "the run wrote no verdicts; it cannot be compared")
-    if not isinstance(manifest, dict) or not isinstance(verdicts, list):
-        raise HarnessError(f"{path}: manifest.json or verdicts.json does not hold what a run writes")
-    summary = _read_json(path, "summary.json", "") if (path / "summary.json").exists() else None
-    return RunRecord(path=path, manifest=manifest, verdicts=tuple(verdicts), values=_read_values(path),
-                     summary=summary if isinstance(summary, dict) else None)
-
-
-def _read_json(path: Path, name: str, hint: str):
-    try:
-        return json.loads((path / name).read_text())
-    except FileNotFoundError:
-        raise HarnessError(f"{path}: no {name}; {hint}") from None
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"{path / name}: cannot be read: {exc}") from None
-
-
-def _read_values(path: Path) -> pd.DataFrame:
-    columns = ["variant", "run", "value", CONDITION_COLUMN]
-    try:
-        values = pd.read_csv(path / "measurements.csv", dtype={CONDITION_COLUMN: str}, keep_default_na=False,
-                             na_values=[""])
-    except (FileNotFoundError, pd.errors.EmptyDataError):  # no trial completed
-        return pd.DataFrame({column: pd.Series(dtype=float if column == "value" else object) for column in columns})
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise HarnessError(f"{path / 'measurements.csv'}: cannot be read: {exc}") from None
-    if CONDITION_COLUMN not in values.columns:
-        values[CONDITION_COLUMN] = ""
-    values[CONDITION_COLUMN] = values[CONDITION_COLUMN].fillna("").astype(str)
-    return values
-
-
-def condition_label(entry: dict) -> str:
-    """A verdict entry's condition as text: its condition_label, else built from its condition."""
-    label = entry.get("condition_label")
-    if label:
-        return str(label)
-    return ", ".join(f"{key}={value}" for key, value in (entry.get("condition") or {}).items())
-
-
-def pair_name(entry: dict) -> str:
-    return str(entry.get("pair_name") or "/".join(entry.get("pair") or ()) or "pair")
-
-
-def row_key(entry: dict) -> tuple[str, str, str]:
-    """What a verdict entry is about: (claim_id, pair_name, condition label or "")."""
-    return str(entry.get("claim_id") or ""), pair_name(entry), condition_label(entry)
-
-
-def better_of(run: RunRecord, entry: dict) -> str:
-    """Which direction of the metric is better. Runs store times (unit s, lower is better)
-    unless an entry or summary.json says otherwise."""
-    return str(entry.get("better") or (run.summary or {}).get("better") or "lower")
+def better_of(run: StoredRun, entry: VerdictEntry) -> str:
+    """Which direction of the metric is better: the entry's own, else the summary's."""
+    return entry.better or (run.summary.better if run.summary else "lower")
 
 
 # --- the environment -------------------------------------------------------------------
@@ -178,89 +81,62 @@ class EnvironmentRow:
         return len(set(self.values)) > 1
 
 
-def fingerprint(run: RunRecord) -> dict[str, str]:
+def fingerprint(run: StoredRun) -> dict[str, str]:
     """The run's environment as flat `name: value` text, in a stable order.
 
     Hosts are named by their roles ("server+client") rather than inventory names, so that
     runs on different machines line up row by row; the host's names are rows of their own.
     """
     manifest = run.manifest
-    hosts = manifest.get("hosts") or {}
-    facts = hosts.get("facts") or {}
-    labels = _role_labels(run, list(facts))
+    hosts = manifest.hosts
     rows: dict[str, str] = {}
-    for host, fact in facts.items():
-        label = labels.get(host, host)
+    for host, fact in hosts.facts.items():
+        label = hosts.role_label(host)
         rows[f"{label}: inventory name"] = host
         for key, value in _flatten(fact or {}):
             rows[f"{label}: {key}"] = value
-    for host, topology in (hosts.get("topology") or {}).items():
+    for host, topology in hosts.topology.items():
         for key, value in _flatten(topology or {}, "topology"):
-            rows[f"{labels.get(host, host)}: {key}"] = value
-    if "cpu_restriction" in hosts:  # `harness run --cpus`: fewer CPUs make other hardware
-        restriction = hosts["cpu_restriction"]
-        for key, text in _flatten("none" if restriction is None else restriction, "CPU restriction"):
-            rows[key] = text
-    for key, value in _links(run, labels).items():
+            rows[f"{hosts.role_label(host)}: {key}"] = value
+    # `harness run --cpus`: fewer CPUs make other hardware
+    rows["CPU restriction"] = "none" if hosts.cpu_restriction is None else str(hosts.cpu_restriction)
+    for link in hosts.links:
+        rows[f"link {hosts.role_label(link.client)} -> {hosts.role_label(link.server)}"] = link.description
+    for key, value in _flatten(hosts.sysctls_applied, "sysctl applied"):
         rows[key] = value
-    for key, value in _flatten(hosts.get("sysctls_applied") or {}, "sysctl applied"):
-        rows[key] = value
-    for host, sysctls in (hosts.get("sysctls_before") or {}).items():
+    for host, sysctls in hosts.sysctls_before.items():
         for key, value in _flatten(sysctls or {}, "sysctl before"):
-            rows[f"{labels.get(host, host)}: {key}"] = value
-    for host, settings in (hosts.get("settings_before") or {}).items():
+            rows[f"{hosts.role_label(host)}: {key}"] = value
+    for host, settings in hosts.settings_before.items():
         for key, value in _flatten(settings or {}, "setting before"):
-            rows[f"{labels.get(host, host)}: {key}"] = value
-    for host, notes in (hosts.get("state_notes") or {}).items():
-        rows[f"{labels.get(host, host)}: state notes"] = "; ".join(map(str, notes or []))
-    for host, tools in (hosts.get("tools") or {}).items():
+            rows[f"{hosts.role_label(host)}: {key}"] = value
+    for host, notes in hosts.state_notes.items():
+        rows[f"{hosts.role_label(host)}: state notes"] = "; ".join(map(str, notes or []))
+    for host, tools in hosts.tools.items():
         for key, value in _flatten(tools or {}, "tool"):
-            rows[f"{labels.get(host, host)}: {key}"] = value
-    python = manifest.get("python") or {}
-    if python.get("version"):
-        rows["python"] = str(python["version"])
-    for key, value in _flatten(python.get("packages") or {}, "package"):
+            rows[f"{hosts.role_label(host)}: {key}"] = value
+    if manifest.python.get("version"):
+        rows["python"] = str(manifest.python["version"])
+    for key, value in _flatten(manifest.python.get("packages") or {}, "package"):
         rows[key] = value
-    for key, value in _flatten(manifest.get("harness") or {}, "harness"):
+    for key, value in _flatten(manifest.harness, "harness"):
         rows[key] = value
-    experiment = run.experiment
-    for field in ("file", "sha256"):
-        if experiment.get(field) is not None:
-            rows[f"experiment {field}"] = str(experiment[field])
-    if "quick" in experiment:
-        rows["profile"] = "quick" if experiment["quick"] else "full"
-    for key, value in _flatten(experiment.get("parameters") or {}, "parameter"):
+    experiment = manifest.experiment
+    rows["experiment file"] = experiment.file
+    if experiment.sha256 is not None:
+        rows["experiment sha256"] = experiment.sha256
+    rows["profile"] = "quick" if experiment.quick else "full"
+    for key, value in _flatten(experiment.parameters, "parameter"):
         rows[key] = value
     return rows
 
 
-def environment_rows(runs: Sequence[RunRecord]) -> list[EnvironmentRow]:
+def environment_rows(runs: Sequence[StoredRun]) -> list[EnvironmentRow]:
     """Every fingerprint row across the runs, those whose values differ first."""
     prints = [fingerprint(run) for run in runs]
     names = list(dict.fromkeys(name for found in prints for name in found))
     rows = [EnvironmentRow(name, tuple(found.get(name) for found in prints)) for name in names]
     return [row for row in rows if row.differs] + [row for row in rows if not row.differs]
-
-
-def _role_labels(run: RunRecord, hosts: list[str]) -> dict[str, str]:
-    """host -> "server+client" from the verdicts' conditions ("server host": name)."""
-    conditions = (run.verdicts[0].get("conditions") or {}) if run.verdicts else {}
-    roles: dict[str, list[str]] = {}
-    for key, value in conditions.items():
-        if key.endswith(" host") and value in hosts:
-            roles.setdefault(value, []).append(key.removesuffix(" host"))
-    return {host: "+".join(names) for host, names in roles.items()}
-
-
-def _links(run: RunRecord, labels: dict[str, str]) -> dict[str, str]:
-    """The links the load took ("lo, mtu 65536, 1 rx / 1 tx queues, ..."), hosts named by role."""
-    conditions = (run.verdicts[0].get("conditions") or {}) if run.verdicts else {}
-    links = {}
-    for key, value in conditions.items():
-        if key.startswith("link ") and " -> " in key:
-            client, server = key.removeprefix("link ").split(" -> ", 1)
-            links[f"link {labels.get(client, client)} -> {labels.get(server, server)}"] = str(value)
-    return links
 
 
 def _flatten(value, prefix: str = "") -> list[tuple[str, str]]:
@@ -403,17 +279,17 @@ class Comparison:
         return tuple(row for row in self.environment if row.differs)
 
 
-def check_same_experiment(runs: Sequence[RunRecord]) -> str | None:
+def check_same_experiment(runs: Sequence[StoredRun]) -> str | None:
     """None when every run comes from one experiment file (same sha256), else why not."""
-    digests = {run.experiment_sha256 for run in runs}
+    digests = {run.manifest.experiment.sha256 for run in runs}
     if len(digests) <= 1 and None not in digests:
         return None
-    described = "; ".join(f"{run.run_id}: {run.experiment.get('file', '?')} (sha256 "
-                          f"{(run.experiment_sha256 or 'not recorded')[:12]})" for run in runs)
+    described = "; ".join(f"{run.run_id}: {run.manifest.experiment.file or '?'} (sha256 "
+                          f"{(run.manifest.experiment.sha256 or 'not recorded')[:12]})" for run in runs)
     return f"the runs come from different experiment definitions ({described})"
 
 
-def compare_runs(runs: Sequence[RunRecord], *, allow_different: bool = False,
+def compare_runs(runs: Sequence[StoredRun], *, allow_different: bool = False,
                  thresholds: Thresholds = Thresholds()) -> Comparison:
     """Line the runs up row by row (claim, pair, condition); the first run is the reference."""
     if len(runs) < 2:
@@ -427,19 +303,19 @@ def compare_runs(runs: Sequence[RunRecord], *, allow_different: bool = False,
     if different and not allow_different:
         raise HarnessError(f"{different}: their numbers measure different things; compare runs of one "
                            "experiment file, or pass --allow-different to compare them anyway")
-    keys: dict[tuple[str, str, str], list[dict | None]] = {}
+    keys: dict[tuple[str, str, str], list[VerdictEntry | None]] = {}
     for position, run in enumerate(runs):
         for entry in run.verdicts:
-            keys.setdefault(row_key(entry), [None] * len(runs))[position] = entry
+            keys.setdefault(entry.key, [None] * len(runs))[position] = entry
     rows = tuple(_row(key, entries, runs, thresholds) for key, entries in keys.items())
     return Comparison(runs=tuple(_info(run) for run in runs), environment=tuple(environment_rows(runs)), rows=rows,
                       same_experiment=different is None, confidence=thresholds.confidence)
 
 
-def _row(key, entries: list[dict | None], runs: Sequence[RunRecord], thresholds: Thresholds) -> Row:
+def _row(key, entries: list[VerdictEntry | None], runs: Sequence[StoredRun], thresholds: Thresholds) -> Row:
     claim_id, name, condition = key
     first = next(entry for entry in entries if entry is not None)
-    baseline, treatment = (list(first.get("pair") or ()) + ["", ""])[:2]
+    baseline, treatment = first.pair
     reference = entries[0]
     cells = []
     for position, (run, entry) in enumerate(zip(runs, entries)):
@@ -451,25 +327,24 @@ def _row(key, entries: list[dict | None], runs: Sequence[RunRecord], thresholds:
             difference = ratio_difference(_condition_values(runs[0], condition), _condition_values(run, condition),
                                           baseline, treatment, better_of(run, entry), thresholds)
         cells.append(Cell(
-            run_id=run.run_id, measured_ratio=entry.get("measured_ratio"), ci_low=entry.get("ci_low"),
-            ci_high=entry.get("ci_high"), verdict=str(entry.get("verdict") or "unknown"),
-            reason=str(entry.get("reason") or ""), n_baseline=entry.get("n_baseline"),
-            n_treatment=entry.get("n_treatment"),
-            flipped=position > 0 and reference is not None and entry.get("verdict") != reference.get("verdict"),
+            run_id=run.run_id, measured_ratio=entry.measured_ratio, ci_low=entry.ci_low, ci_high=entry.ci_high,
+            verdict=entry.verdict or "unknown", reason=entry.reason, n_baseline=entry.n_baseline,
+            n_treatment=entry.n_treatment,
+            flipped=position > 0 and reference is not None and entry.verdict != reference.verdict,
             difference=difference,
         ))
     return Row(claim_id=claim_id, pair_name=name, condition=condition, baseline=baseline, treatment=treatment,
-               claimed_ratio=first.get("claimed_ratio"), cells=tuple(cells))
+               claimed_ratio=first.claimed_ratio, cells=tuple(cells))
 
 
-def _condition_values(run: RunRecord, condition: str) -> pd.DataFrame:
-    return run.values[run.values[CONDITION_COLUMN] == condition]
+def _condition_values(run: StoredRun, condition: str) -> pd.DataFrame:
+    return run.values[run.values["condition"] == condition]
 
 
-def _info(run: RunRecord) -> RunInfo:
-    return RunInfo(run_id=run.run_id, started=run.started, host=run.host_label, status=run.status,
-                   claim_id=run.claim_id, experiment_file=str(run.experiment.get("file") or ""),
-                   experiment_sha256=run.experiment_sha256, path=str(run.path))
+def _info(run: StoredRun) -> RunInfo:
+    return RunInfo(run_id=run.run_id, started=run.manifest.started, host=run.host_label, status=run.manifest.status,
+                   claim_id=run.claim_id, experiment_file=run.manifest.experiment.file,
+                   experiment_sha256=run.manifest.experiment.sha256, path=str(run.path))
 
 
 def comparison_json(comparison: Comparison) -> dict:
@@ -613,16 +488,16 @@ def write_page(directory: Path, name: str, text: str) -> Path:
 
 
 def _landing(run_dir: Path) -> Path:
-    """A run's report, else (a run directory without one) its verdicts.json."""
-    report = run_dir.resolve() / "index.html"
-    return report if report.is_file() else run_dir.resolve() / "verdicts.json"
+    """A run's report, else (a run directory without one) its verdict entries."""
+    report = run_dir.resolve() / store.REPORT
+    return report if report.is_file() else run_dir.resolve() / store.VERDICTS
 
 
 def write_comparison(comparison: Comparison, out_dir: Path, templates_dir: Path,
                      home_href: str | None = None, report_links: dict[str, str] | None = None) -> Path:
     """index.html and compare.json in out_dir; report links relative to it unless given. Returns the page."""
     out_dir = Path(out_dir)
-    if (out_dir / "manifest.json").exists():
+    if store.is_run_directory(out_dir):
         raise HarnessError(f"{out_dir}: is a run directory; pick another --out for the comparison")
     out_dir.mkdir(parents=True, exist_ok=True)
     if report_links is None:

@@ -4,8 +4,8 @@
                                      runs x claims matrix of verdicts as coloured cells
     SITE/site.json                   the index's data (and the mark of a site this module built)
     SITE/claims/<claim>.html         one claim across runs and hosts: a chart and a table
-    SITE/runs/<run id>/              a copy of each run directory: its report, verdicts.json,
-                                     manifest.json, measurements.csv, raw files
+    SITE/runs/<run id>/              a copy of each run directory: its report, verdicts,
+                                     manifest, measurements, raw files
     SITE/compare/<claim>-<sha8>/     index.html and compare.json: every run of one experiment
                                      definition (file sha256) side by side, oldest first
 
@@ -13,7 +13,7 @@ Links are relative and no page loads anything from elsewhere (no script, no CDN,
 font), so the site works from file:// and from any static web server. The site is rebuilt
 whole each time: written beside SITE under a temporary name, then swapped in.
 
-Pure functions build each page's text from RunRecords; build_site is the one that touches
+Pure functions build each page's text from StoredRuns; build_site is the one that touches
 the disk.
 """
 
@@ -37,7 +37,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from harness.results import compare  # noqa: E402
 from harness.results.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
-from harness.results.compare import RunRecord, condition_label, pair_name  # noqa: E402
+from harness.results import store  # noqa: E402
+from harness.results.store import StoredRun  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
 FORMAT_VERSION = 1
@@ -49,7 +50,7 @@ DEFAULT_K = 1.25  # analyse.Thresholds().k, for verdict entries that do not reco
 @dataclass(frozen=True)
 class Site:
     path: Path
-    runs: tuple[RunRecord, ...]  # newest first
+    runs: tuple[StoredRun, ...]  # newest first
     skipped: tuple[tuple[str, str], ...]  # (path, why)
     claims: tuple[str, ...]
     comparisons: tuple[str, ...]  # hrefs of compare pages, relative to the site
@@ -58,20 +59,19 @@ class Site:
 # --- which runs ---------------------------------------------------------------------------
 
 
-def find_runs(reports_dir: Path, exclude: Path | None = None) -> tuple[list[RunRecord], list[tuple[str, str]]]:
-    """Every run directory under reports_dir (a folder with manifest.json), newest first, and
+def find_runs(reports_dir: Path, exclude: Path | None = None) -> tuple[list[StoredRun], list[tuple[str, str]]]:
+    """Every run directory under reports_dir (a folder with a manifest), newest first, and
     (folder, why) for those that could not be read; `why` names the folder. Folders under
     `exclude` (the site itself) are left out, and a run found twice (a copy) is kept once."""
     exclude = exclude.resolve() if exclude else None
-    runs: list[RunRecord] = []
+    runs: list[StoredRun] = []
     skipped: list[tuple[str, str]] = []
     seen: dict[str, Path] = {}
-    for manifest in sorted(Path(reports_dir).rglob("manifest.json")):
-        directory = manifest.parent
+    for directory in store.find_runs(Path(reports_dir)):
         if exclude and directory.resolve().is_relative_to(exclude):
             continue
         try:
-            run = compare.load_run(directory)
+            run = store.load_run(directory)
         except HarnessError as error:
             skipped.append((str(directory), str(error)))
             continue
@@ -80,28 +80,28 @@ def find_runs(reports_dir: Path, exclude: Path | None = None) -> tuple[list[RunR
             continue
         seen[run.run_id] = directory
         runs.append(run)
-    runs.sort(key=lambda run: (run.started, run.run_id), reverse=True)
+    runs.sort(key=lambda run: (run.manifest.started, run.run_id), reverse=True)
     return runs, skipped
 
 
-def overall_verdict(run: RunRecord) -> str:
-    """The run's one verdict: summary.json's, else the verdict every pair and condition agree on,
+def overall_verdict(run: StoredRun) -> str:
+    """The run's one verdict: its summary's, else the verdict every pair and condition agree on,
     else "mixed"; "none" when the run has no verdicts."""
-    if run.summary and run.summary.get("verdict"):
-        return str(run.summary["verdict"])
-    verdicts = {str(entry.get("verdict")) for entry in run.verdicts}
+    if run.summary and run.summary.verdict:
+        return run.summary.verdict
+    verdicts = {entry.verdict for entry in run.verdicts}
     if not verdicts:
         return "none"
     return verdicts.pop() if len(verdicts) == 1 else "mixed"
 
 
-def comparison_groups(runs: Sequence[RunRecord]) -> dict[tuple[str, str], list[RunRecord]]:
+def comparison_groups(runs: Sequence[StoredRun]) -> dict[tuple[str, str], list[StoredRun]]:
     """Runs of one experiment definition (claim and file sha256), oldest first; only groups of two or more."""
-    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    groups: dict[tuple[str, str], list[StoredRun]] = {}
     for run in runs:
-        if run.experiment_sha256:
-            groups.setdefault((run.claim_id, run.experiment_sha256), []).append(run)
-    return {key: sorted(group, key=lambda run: (run.started, run.run_id))
+        if run.manifest.experiment.sha256:
+            groups.setdefault((run.claim_id, run.manifest.experiment.sha256), []).append(run)
+    return {key: sorted(group, key=lambda run: (run.manifest.started, run.run_id))
             for key, group in sorted(groups.items()) if len(group) >= 2}
 
 
@@ -110,18 +110,18 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text) or "_"
 
 
-def run_href(run: RunRecord, name: str = "index.html") -> str:
+def run_href(run: StoredRun, name: str = store.REPORT) -> str:
     return f"runs/{slug(run.run_id)}/{name}"
 
 
-def report_href(run: RunRecord) -> str | None:
+def report_href(run: StoredRun) -> str | None:
     """The run's report in the site; None for a run directory without one."""
-    return run_href(run) if (run.path / "index.html").is_file() else None
+    return run_href(run) if (run.path / store.REPORT).is_file() else None
 
 
-def landing_href(run: RunRecord) -> str:
-    """Where a link to the run goes: its report, else its verdicts.json."""
-    return report_href(run) or run_href(run, "verdicts.json")
+def landing_href(run: StoredRun) -> str:
+    """Where a link to the run goes: its report, else its verdict entries."""
+    return report_href(run) or run_href(run, store.VERDICTS)
 
 
 def compare_href(claim_id: str, sha256: str) -> str:
@@ -131,15 +131,14 @@ def compare_href(claim_id: str, sha256: str) -> str:
 # --- the index ------------------------------------------------------------------------------
 
 
-def entries(run: RunRecord) -> list[dict]:
+def entries(run: StoredRun) -> list[dict]:
     """The run's verdicts as the site shows them, one per pair and condition."""
-    return [{"pair_name": pair_name(entry), "condition_label": condition_label(entry),
-             "verdict": str(entry.get("verdict") or "unknown"), "claimed_ratio": entry.get("claimed_ratio"),
-             "measured_ratio": entry.get("measured_ratio"), "ci_low": entry.get("ci_low"),
-             "ci_high": entry.get("ci_high"), "k": entry.get("k")} for entry in run.verdicts]
+    return [{"pair_name": entry.name, "condition_label": entry.label, "verdict": entry.verdict or "unknown",
+             "claimed_ratio": entry.claimed_ratio, "measured_ratio": entry.measured_ratio, "ci_low": entry.ci_low,
+             "ci_high": entry.ci_high, "k": entry.k} for entry in run.verdicts]
 
 
-def site_data(runs: Sequence[RunRecord], skipped: Sequence[tuple[str, str]], built: str) -> dict:
+def site_data(runs: Sequence[StoredRun], skipped: Sequence[tuple[str, str]], built: str) -> dict:
     """site.json: what the index shows, with links to each run's files."""
     groups = comparison_groups(runs)
     return {
@@ -147,11 +146,11 @@ def site_data(runs: Sequence[RunRecord], skipped: Sequence[tuple[str, str]], bui
         "kind": SITE_KIND,
         "built": built,
         "runs": [
-            {"run_id": run.run_id, "started": run.started, "host": run.host_label, "status": run.status,
-             "claim_id": run.claim_id, "experiment_file": run.experiment.get("file"),
-             "experiment_sha256": run.experiment_sha256, "overall_verdict": overall_verdict(run),
-             "report": report_href(run), "landing": landing_href(run), "verdicts_json": run_href(run, "verdicts.json"),
-             "manifest_json": run_href(run, "manifest.json"), "verdicts": entries(run)}
+            {"run_id": run.run_id, "started": run.manifest.started, "host": run.host_label,
+             "status": run.manifest.status, "claim_id": run.claim_id, "experiment_file": run.manifest.experiment.file,
+             "experiment_sha256": run.manifest.experiment.sha256, "overall_verdict": overall_verdict(run),
+             "report": report_href(run), "landing": landing_href(run), "verdicts_json": run_href(run, store.VERDICTS),
+             "manifest_json": run_href(run, store.MANIFEST), "verdicts": entries(run)}
             for run in runs
         ],
         "claims": {claim: f"claims/{slug(claim)}.html" for claim in claim_ids(runs)},
@@ -163,7 +162,7 @@ def site_data(runs: Sequence[RunRecord], skipped: Sequence[tuple[str, str]], bui
     }
 
 
-def claim_ids(runs: Sequence[RunRecord]) -> list[str]:
+def claim_ids(runs: Sequence[StoredRun]) -> list[str]:
     return sorted({run.claim_id for run in runs})
 
 
@@ -174,18 +173,18 @@ def render_index(data: dict, templates_dir: Path) -> str:
 # --- a claim across runs and hosts -----------------------------------------------------------
 
 
-def claim_points(runs: Sequence[RunRecord], claim_id: str) -> list[dict]:
+def claim_points(runs: Sequence[StoredRun], claim_id: str) -> list[dict]:
     """Every verdict of the claim, oldest run first: run, host, series (pair and condition), ratio."""
     points = []
-    own = sorted((run for run in runs if run.claim_id == claim_id), key=lambda run: (run.started, run.run_id))
+    own = sorted((run for run in runs if run.claim_id == claim_id), key=lambda run: (run.manifest.started, run.run_id))
     for position, run in enumerate(own):
         for entry in entries(run):
             series = entry["pair_name"] + (f" ({entry['condition_label']})" if entry["condition_label"] else "")
-            points.append({**entry, "position": position, "run_id": run.run_id, "started": run.started,
+            points.append({**entry, "position": position, "run_id": run.run_id, "started": run.manifest.started,
                            "host": run.host_label, "series": series,
                            "report": f"../{report_href(run)}" if report_href(run) else None,
                            "landing": f"../{landing_href(run)}",
-                           "verdicts_json": f"../{run_href(run, 'verdicts.json')}"})
+                           "verdicts_json": f"../{run_href(run, store.VERDICTS)}"})
     return points
 
 
@@ -251,10 +250,10 @@ def claim_svg(points: Sequence[dict], *, id_prefix: str = "claim") -> str:
             plt.close(fig)
 
 
-def render_claim(claim_id: str, runs: Sequence[RunRecord], templates_dir: Path) -> str:
+def render_claim(claim_id: str, runs: Sequence[StoredRun], templates_dir: Path) -> str:
     points = claim_points(runs, claim_id)
-    statement = next((run.summary.get("statement") for run in runs
-                      if run.claim_id == claim_id and run.summary and run.summary.get("statement")), None)
+    statement = next((run.summary.statement for run in runs
+                      if run.claim_id == claim_id and run.summary and run.summary.statement), None)
     comparisons = [{"href": f"../{compare_href(claim, sha)}", "runs": len(group), "sha256": sha}
                    for (claim, sha), group in comparison_groups(runs).items() if claim == claim_id]
     return compare.jinja_environment(templates_dir).get_template("site/claim.html.j2").render(
@@ -274,7 +273,7 @@ def build_site(reports_dir: str | Path, site_dir: str | Path, templates_dir: Pat
     _check_site_dir(reports_dir, site_dir)
     runs, skipped = find_runs(reports_dir, exclude=site_dir)
     if not runs:
-        raise HarnessError(f"{reports_dir}: holds no run directory (a folder with manifest.json and verdicts.json); "
+        raise HarnessError(f"{reports_dir}: holds no run directory (a folder with {store.MANIFEST} and {store.VERDICTS}); "
                            "run `harness run` first or point at the folder given to its --out")
     built = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     site_dir.parent.mkdir(parents=True, exist_ok=True)

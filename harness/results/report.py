@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, UndefinedError
 
+from harness.results import analyse, charts
 from harness.results.charts import VERDICT_COLOURS
 
 TEMPLATE = "report.html.j2"
@@ -137,3 +138,107 @@ def _gate_rows(gates: list[dict]) -> list[dict]:
         if limit not in row["limits"]:
             row["limits"].append(limit)
     return list(rows.values())
+
+
+# --- the report's context ---------------------------------------------------------------
+# Built here from plain data: the run side hands over frames, trials and verdicts; nothing
+# in this module knows the experiment file or the plan.
+
+
+def series(variants: list[str], condition_labels: list[str]) -> list[tuple[str, str, str]]:
+    """(label, variant, condition) for every variant under every condition; without a sweep
+    (one condition) the label is the variant's name."""
+    if len(condition_labels) == 1:
+        return [(name, name, condition_labels[0]) for name in variants]
+    return [(f"{name} · {condition}", name, condition) for condition in condition_labels for name in variants]
+
+
+def labelled(frame: pd.DataFrame, swept: bool) -> pd.DataFrame:
+    """The frame with its variant column renamed to the series labels; unchanged without a sweep."""
+    if not swept:
+        return frame
+    renamed = frame.copy()
+    renamed["variant"] = [f"{variant} · {condition}" for variant, condition in zip(frame["variant"], frame["condition"])]
+    return renamed
+
+
+def build_context(*, run_id, status, started, finished, claim: dict, descriptions: dict[str, str],
+                  series: list[tuple[str, str, str]], values: pd.DataFrame, costs: pd.DataFrame, trials: list,
+                  conditions: dict[str, str], claim_verdict, sweep: dict, verdicts: list, thresholds,
+                  gates: list[dict], pyperf: list[dict], stopping: dict, files: list[str], notes: list[str],
+                  drift: list[dict]) -> dict:
+    """Everything report.html.j2 shows. With a sweep, tables and charts show each variant under
+    each condition as its own series."""
+    swept = len({condition for _, _, condition in series}) > 1
+    shown_values, shown_costs = labelled(values, swept), labelled(costs, swept)
+    labels = [label for label, _, _ in series]
+    drawn = not values.empty
+    unit = claim["unit"]
+    return {
+        "run_id": run_id, "status": status, "started": started, "finished": finished, "claim": claim,
+        "conditions": conditions, "claim_verdict": claim_verdict, "sweep": sweep,
+        "variants": [{"name": label, "description": descriptions[name]} for label, name, _ in series],
+        "summary": analyse.summarise(shown_values),
+        "costs": cost_table(shown_costs, labels),
+        "softirqs": softirq_spread(trials, series),
+        "verdicts": verdicts,
+        "thresholds": thresholds,
+        "charts": {
+            "values": charts.run_values_svg(shown_values, labels, unit) if drawn else "",
+            "ratios": charts.ratio_svg(verdicts, thresholds) if drawn else "",
+            "sequence": charts.run_sequence_svg(shown_values, labels, unit) if drawn else "",
+            "distribution": charts.distribution_svg(shown_values, labels, unit) if drawn else "",
+        },
+        "gates": gates,
+        "pyperf": pyperf,
+        "stopping": stopping,
+        "files": [{"label": name, "href": name} for name in files],
+        "notes": notes,
+        "drift": drift,
+    }
+
+
+def softirq_spread(trials: list, series: list[tuple[str, str, str]]) -> list[dict]:
+    """Per series and host: the receive softirqs (NET_RX) each CPU ran over the load windows,
+    summed over the trials, and each CPU's share: how evenly the kernel spread the receive work."""
+    label_of = {(name, condition): label for label, name, condition in series}
+    position = {label: i for i, (label, _, _) in enumerate(series)}
+    totals: dict[tuple[str, str], dict[int, float]] = {}
+    for trial in trials:
+        label = label_of.get((trial.variant, trial.condition), trial.variant)
+        for host, changes in trial.host_changes.items():
+            per_cpu = totals.setdefault((label, host), {})
+            for key, value in changes.items():
+                if key.startswith("net_rx_cpu"):
+                    cpu = int(key.removeprefix("net_rx_cpu"))
+                    per_cpu[cpu] = per_cpu.get(cpu, 0.0) + value
+    rows = []
+    for (label, host), per_cpu in sorted(totals.items(), key=lambda item: (position.get(item[0][0], 0), item[0][1])):
+        total = sum(per_cpu.values())
+        cpus = sorted(per_cpu)
+        rows.append({"variant": label, "host": host, "total": int(total),
+                     "counts": [int(per_cpu[cpu]) for cpu in cpus],
+                     "shares": [per_cpu[cpu] / total if total else None for cpu in cpus], "cpus": cpus})
+    return rows
+
+
+def cost_table(costs: pd.DataFrame, labels: list[str]) -> list[dict]:
+    """Mean CPU cost per series over its trials."""
+    rows = []
+    for label in labels:
+        own = costs[costs["variant"] == label]
+        if own.empty:
+            continue
+        client = own["client_cpu_seconds"]
+        rows.append({
+            "variant": label,
+            "trials": len(own),
+            "server_cpu_s_per_gib": float(own["server_cpu_s_per_gib"].mean()),
+            "server_cpu_s_per_unit": float(own["server_cpu_s_per_unit"].mean()),
+            "units": int(own["units"].sum()),
+            "errors": int(own["errors"].sum()),
+            "client_cpu_seconds": float(client.mean()) if client.notna().any() else None,
+            "harness_cpu_seconds": float(own["harness_cpu_seconds"].mean()),
+            "wall_seconds": float(own["wall_seconds"].mean()),
+        })
+    return rows

@@ -9,7 +9,6 @@ warm-ups: kept in the pyperf file as warm-ups, left out of the analysis.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import re
@@ -21,10 +20,10 @@ import pandas as pd
 import pyperf
 
 from harness.errors import TrialError
+from harness.results.store import GIB, Trial
 from harness.run.execute import TrialOutput
 from harness.hosts.remote import HostSession
 
-GIB = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -34,36 +33,6 @@ class LoadResult:
     client_cpu_seconds: float | None
     units: int = 0  # requests, calls or transfers done
     errors: int = 0  # of those, failed ones (socket errors, bad status, wrong answers)
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One trial's numbers: warm-ups split off, CPU costs attached."""
-
-    variant: str
-    repetition: int
-    order: int  # the trial's position in the run
-    condition: str  # the swept values, "" when nothing is swept (plan.Condition.label)
-    values: tuple[float, ...]
-    warmups: tuple[float, ...]
-    bytes_moved: int
-    server_cpu_seconds: float
-    client_cpu_seconds: float | None
-    harness_cpu_seconds: float
-    wall_seconds: float
-    load_file: str
-    host_changes: dict
-    host_cpus: dict
-    units: int = 0
-    errors: int = 0
-
-    @property
-    def server_cpu_seconds_per_gib(self) -> float:
-        return self.server_cpu_seconds / (self.bytes_moved / GIB) if self.bytes_moved else float("nan")
-
-    @property
-    def server_cpu_seconds_per_unit(self) -> float:
-        return self.server_cpu_seconds / self.units if self.units else float("nan")
 
 
 def _json_records(text: str, source: str, kind: str, read) -> float | None:
@@ -193,7 +162,7 @@ PARSERS = {"fetch_json": parse_fetch_json, "json_values": parse_json_values, "wr
            "h2load": parse_h2load, "redis_benchmark": parse_redis_benchmark, "iperf3_json": parse_iperf3_json}
 
 
-def measure(output: TrialOutput, parser: str, warmup_values: int) -> Measurement:
+def measure(output: TrialOutput, parser: str, warmup_values: int) -> Trial:
     """Parse every run of the trial's load generator; their values concatenate in order."""
     results = [PARSERS[parser](stdout, f"raw/{name}") for stdout, name in zip(output.load_stdouts, output.load_files)]
     seconds = tuple(value for result in results for value in result.seconds)
@@ -203,7 +172,7 @@ def measure(output: TrialOutput, parser: str, warmup_values: int) -> Measurement
     reported_cpu = [r.client_cpu_seconds for r in results if r.client_cpu_seconds is not None]
     # The client's own account of its CPU if it gives one, else what the harness measured around it.
     client_cpu = sum(reported_cpu) if reported_cpu else output.load_cpu_seconds
-    return Measurement(
+    return Trial(
         variant=output.trial.variant, repetition=output.trial.repetition, order=output.trial.index,
         condition=output.trial.condition.label,
         values=seconds[warmup_values:], warmups=seconds[:warmup_values],
@@ -215,19 +184,7 @@ def measure(output: TrialOutput, parser: str, warmup_values: int) -> Measurement
     )
 
 
-def measurement_to_json(m: Measurement) -> dict:
-    return dataclasses.asdict(m)
-
-
-def measurement_from_json(data: dict) -> Measurement:
-    """The inverse of measurement_to_json, for a resumed run."""
-    try:
-        return Measurement(**{**data, "values": tuple(data["values"]), "warmups": tuple(data["warmups"])})
-    except (TypeError, KeyError) as exc:
-        raise TrialError(f"trials.jsonl: a trial record does not fit this harness: {exc}") from None
-
-
-def values_frame(measurements: list[Measurement]) -> pd.DataFrame:
+def values_frame(measurements: list[Trial]) -> pd.DataFrame:
     """Columns variant, condition, run, value, order: measured values only (no warm-ups)."""
     rows = [
         {"variant": m.variant, "condition": m.condition, "run": m.repetition, "value": value, "order": m.order}
@@ -236,7 +193,7 @@ def values_frame(measurements: list[Measurement]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["variant", "condition", "run", "value", "order"])
 
 
-def gates(m: Measurement, load_cpu_limit: float, steal_limit: float, error_limit: float = 0.01,
+def gates(m: Trial, load_cpu_limit: float, steal_limit: float, error_limit: float = 0.01,
           has_server: bool = True) -> list[dict]:
     """Checks that say whether a trial measured what it meant to measure. Without a
     server the load command is the benchmark itself, so its CPU use is no fault."""
@@ -271,7 +228,7 @@ def gates(m: Measurement, load_cpu_limit: float, steal_limit: float, error_limit
     return results
 
 
-def costs_frame(measurements: list[Measurement]) -> pd.DataFrame:
+def costs_frame(measurements: list[Trial]) -> pd.DataFrame:
     """Per trial CPU costs: the server's CPU per GiB is where sendfile saves work."""
     rows = [
         {"variant": m.variant, "condition": m.condition, "run": m.repetition, "order": m.order,
@@ -290,7 +247,7 @@ def costs_frame(measurements: list[Measurement]) -> pd.DataFrame:
                                        "host_busy_cpu_seconds"])
 
 
-def write_pyperf(measurements: list[Measurement], variant: str, benchmark_name: str, path: Path,
+def write_pyperf(measurements: list[Trial], variant: str, benchmark_name: str, path: Path,
                  condition: str = "") -> None:
     """One pyperf.Run per repetition; every variant's file uses the same benchmark name,
     so `python -m pyperf compare_to baseline.json treatment.json` pairs them."""
