@@ -10,8 +10,8 @@ differ first, since a flipped verdict on another host is first of all a differen
 Runs of different experiment files (their sha256 differs) measure different things and
 are refused unless the caller allows it.
 
-Pure functions over RunRecords; load_run reads a run directory, write_page writes a page
-atomically. Nothing here prints.
+Pure functions over RunRecords; load_run reads a run directory, write_comparison writes the
+page and its JSON. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from scipy import stats  # noqa: E402
 from harness.results import report  # noqa: E402
 from harness.results.analyse import Thresholds, ratio_interval, run_means  # noqa: E402
 from harness.results.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
+from harness.results.store import write_atomically  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
 FORMAT_VERSION = 1
@@ -600,18 +600,6 @@ def compare_svg(comparison: Comparison, *, id_prefix: str = "compare") -> str:
             plt.close(fig)
 
 
-def write_page(directory: Path, name: str, text: str) -> Path:
-    """Write directory/name through a temporary file and a rename: never half a file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / name
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, target)
-    return target
-
-
 def _landing(run_dir: Path) -> Path:
     """A run's report, else (a run directory without one) its verdicts.json."""
     report = run_dir.resolve() / "index.html"
@@ -628,7 +616,7 @@ def write_comparison(comparison: Comparison, out_dir: Path, templates_dir: Path,
     if report_links is None:
         report_links = {run.run_id: Path(os.path.relpath(_landing(Path(run.path)), out_dir.resolve())).as_posix()
                         for run in comparison.runs}
-    write_page(out_dir, "compare.json", json.dumps(comparison_json(comparison), indent=2) + "\n")
-    return write_page(out_dir, "index.html",
-                      render_compare(comparison, templates_dir, report_links, home_href=home_href))
+    write_atomically(out_dir / "compare.json", json.dumps(comparison_json(comparison), indent=2) + "\n")
+    return write_atomically(out_dir / "index.html",
+                            render_compare(comparison, templates_dir, report_links, home_href=home_href))
 

@@ -38,6 +38,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from harness.results import compare  # noqa: E402
 from harness.results.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
 from harness.results.compare import RunRecord, condition_label, pair_name  # noqa: E402
+from harness.results.store import write_atomically  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 
 FORMAT_VERSION = 1
@@ -290,11 +291,12 @@ def build_site(reports_dir: str | Path, site_dir: str | Path, templates_dir: Pat
             compare.write_comparison(comparison, (staging / href).parent, templates_dir, home_href="../../index.html",
                                      report_links={run.run_id: f"../../{landing_href(run)}" for run in group})
             hrefs.append(href)
+        (staging / "claims").mkdir()
         for claim in claim_ids(runs):
-            compare.write_page(staging / "claims", f"{slug(claim)}.html", render_claim(claim, runs, templates_dir))
+            write_atomically(staging / "claims" / f"{slug(claim)}.html", render_claim(claim, runs, templates_dir))
         data = site_data(runs, skipped, built)
-        compare.write_page(staging, SITE_MARK, json.dumps(data, indent=2) + "\n")
-        compare.write_page(staging, "index.html", render_index(data, templates_dir))
+        write_atomically(staging / SITE_MARK, json.dumps(data, indent=2) + "\n")
+        write_atomically(staging / "index.html", render_index(data, templates_dir))
         _swap_in(staging, site_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

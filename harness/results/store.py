@@ -11,8 +11,9 @@
         raw/              load-generator output, server logs, rendered configs
         ansible/          ansible-runner artifacts of each playbook call
 
-Files are written to a temporary name and renamed, so a reader never sees half
-a file and an interrupted run leaves whole files behind.
+Files are written to a temporary name and renamed (write_atomically, also used for
+the compare and site pages), so a reader never sees half a file and an interrupted
+run leaves whole files behind.
 """
 
 from __future__ import annotations
@@ -93,13 +94,7 @@ class RunDirectory:
         return self.path / "pyperf" / f"{variant}{suffix}.json"
 
     def write_text(self, name: str, text: str) -> Path:
-        target = self.path / name
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-        return target
+        return write_atomically(self.path / name, text)
 
     def write_json(self, name: str, data) -> Path:
         return self.write_text(name, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
@@ -115,6 +110,18 @@ class RunDirectory:
             if p.is_file() and not p.name.startswith(".")
             and (include_ansible or "ansible" not in p.relative_to(self.path).parts[:1])
         )
+
+
+def write_atomically(path: Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file beside it and a rename, so a reader
+    never sees half a file. The folder must exist. Returns `path`."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        stream.write(text)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+    return path
 
 
 def verify(run_dir: Path) -> int:
