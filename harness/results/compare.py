@@ -30,7 +30,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from jinja2 import Environment, FileSystemLoader, StrictUndefined  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from scipy import stats  # noqa: E402
 
@@ -43,7 +42,6 @@ from harness.errors import HarnessError  # noqa: E402
 FORMAT_VERSION = 1
 COMPARE_TEMPLATE = "compare.html.j2"
 CONDITION_COLUMN = "condition"
-NO_VALUE = "–"
 
 METHOD = (
     "Each run's ratio has a bootstrap interval of the log ratio from its own run means (the interval "
@@ -510,36 +508,10 @@ def _plain(value):
 # --- the page ----------------------------------------------------------------------------
 
 
-def jinja_environment(templates_dir: Path) -> Environment:
-    """The report's Jinja settings and number filters, for compare and site pages."""
-    environment = Environment(loader=FileSystemLoader(templates_dir), autoescape=True, undefined=StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    for name in ("sig4", "ratio", "plus_minus", "percent"):
-        environment.filters[name] = getattr(report, name)
-    environment.filters["pvalue"] = pvalue
-    environment.filters["when"] = when
-    environment.filters["css"] = lambda verdict: str(verdict).replace(" ", "-")
-    environment.globals["verdict_colours"] = VERDICT_COLOURS
-    return environment
-
-
-def when(started: str) -> str:
-    """An ISO time as the pages show it: "2026-11-26T02:07:55+00:00" -> "2026-11-26 02:07:55 UTC"."""
-    if not started:
-        return NO_VALUE
-    return started.replace("T", " ", 1).replace("+00:00", " UTC")
-
-
-def pvalue(value) -> str:
-    if value is None:
-        return NO_VALUE
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
-
-
 def render_compare(comparison: Comparison, templates_dir: Path, report_links: dict[str, str], *,
                    json_href: str = "compare.json", home_href: str | None = None) -> str:
     """The compare page. `report_links` maps run id -> href of its report, relative to the page."""
-    return jinja_environment(templates_dir).get_template(COMPARE_TEMPLATE).render(
+    return report.environment(templates_dir).get_template(COMPARE_TEMPLATE).render(
         comparison=comparison, reference=comparison.runs[0], report_links=report_links, json_href=json_href,
         home_href=home_href, chart=compare_svg(comparison), flipped=sum(row.flipped for row in comparison.rows),
         significant=sum(row.significant for row in comparison.rows),

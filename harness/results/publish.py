@@ -35,7 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
 from matplotlib.lines import Line2D  # noqa: E402
 
-from harness.results import compare  # noqa: E402
+from harness.results import compare, report  # noqa: E402
 from harness.results.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
 from harness.results.compare import RunRecord, condition_label, pair_name  # noqa: E402
 from harness.results.store import write_atomically  # noqa: E402
@@ -169,7 +169,7 @@ def claim_ids(runs: Sequence[RunRecord]) -> list[str]:
 
 
 def render_index(data: dict, templates_dir: Path) -> str:
-    return compare.jinja_environment(templates_dir).get_template("site/index.html.j2").render(site=data)
+    return report.environment(templates_dir).get_template("site/index.html.j2").render(site=data)
 
 
 # --- a claim across runs and hosts -----------------------------------------------------------
@@ -234,7 +234,7 @@ def claim_svg(points: Sequence[dict], *, id_prefix: str = "claim") -> str:
                 shown += [low, high]
             log_ratio_axis(ax, shown, pad=1.3, axis="y")
             ax.set_xticks([position for position, _, _ in runs],
-                          [f"{compare.when(started)[:16]}\n{host}" for _, started, host in runs],
+                          [f"{report.when(started)[:16]}\n{host}" for _, started, host in runs],
                           rotation=30 if len(runs) > 4 else 0, ha="right" if len(runs) > 4 else "center",
                           fontsize=8)
             ax.set_xlim(-0.6, len(runs) - 0.4)
@@ -258,7 +258,7 @@ def render_claim(claim_id: str, runs: Sequence[RunRecord], templates_dir: Path) 
                       if run.claim_id == claim_id and run.summary and run.summary.get("statement")), None)
     comparisons = [{"href": f"../{compare_href(claim, sha)}", "runs": len(group), "sha256": sha}
                    for (claim, sha), group in comparison_groups(runs).items() if claim == claim_id]
-    return compare.jinja_environment(templates_dir).get_template("site/claim.html.j2").render(
+    return report.environment(templates_dir).get_template("site/claim.html.j2").render(
         claim_id=claim_id, statement=statement, points=points, latest=latest_per_host(points),
         chart=claim_svg(points), comparisons=comparisons,
     )
