@@ -23,21 +23,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from scipy import stats
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from harness.results import report  # noqa: E402
-from harness.results.analyse import Thresholds, ratio_interval, run_means  # noqa: E402
-from harness.results.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
-from harness.results.store import write_atomically  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
+from harness.results import charts, report
+from harness.results.analyse import Thresholds, ratio_interval, run_means
+from harness.results.store import write_atomically
+from harness.errors import HarnessError
 
 FORMAT_VERSION = 1
 COMPARE_TEMPLATE = "compare.html.j2"
@@ -518,58 +511,13 @@ def render_compare(comparison: Comparison, templates_dir: Path, report_links: di
     )
 
 
-_RUN_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">")
-
-
 def compare_svg(comparison: Comparison, *, id_prefix: str = "compare") -> str:
-    """Per row, each run's measured ratio with its interval, one under the other; "" when no run
-    measured anything. Each point is the group `<id_prefix>-point-<row>-<run>`."""
-    drawn = [(r, c, cell) for r, row in enumerate(comparison.rows) for c, cell in enumerate(row.cells)
-             if cell is not None and cell.measured_ratio is not None]
-    if not drawn:
-        return ""
-    runs = len(comparison.runs)
-    rows = len(comparison.rows)
-    with matplotlib.rc_context({**STYLE, "svg.hashsalt": id_prefix}):
-        fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * rows * runs + 0.3 * rows))
-        try:
-            shown = [1.0]
-            labels, ticks = [], []
-            for r, row in enumerate(comparison.rows):
-                top = (rows - 1 - r) * (runs + 1)
-                ticks.append(top + (runs - 1) / 2)
-                labels.append(row.pair_name + (f"\n{row.condition}" if row.condition else ""))
-                if row.claimed_ratio:
-                    ax.plot(row.claimed_ratio, top + (runs - 1) / 2, marker="D", markersize=9, color="#57606a",
-                            fillstyle="none", linestyle="none")
-                    shown.append(row.claimed_ratio)
-            for r, c, cell in drawn:
-                y = (rows - 1 - r) * (runs + 1) + (runs - 1 - c)
-                low = cell.ci_low if cell.ci_low is not None else cell.measured_ratio
-                high = cell.ci_high if cell.ci_high is not None else cell.measured_ratio
-                bars = ax.errorbar(cell.measured_ratio, y,
-                                   xerr=[[cell.measured_ratio - low], [high - cell.measured_ratio]],
-                                   fmt=_RUN_MARKERS[c % len(_RUN_MARKERS)],
-                                   color=VERDICT_COLOURS.get(cell.verdict, "#57606a"), markersize=7, capsize=3,
-                                   linewidth=2, zorder=3)
-                bars.lines[0].set_gid(f"point-{r}-{c}")
-                shown += [low, high]
-            log_ratio_axis(ax, shown, pad=1.3, axis="x")
-            ax.set_yticks(ticks, labels)
-            ax.set_ylim(-1, rows * (runs + 1) - 1)
-            ax.set_xlabel("ratio (> 1: treatment better)")
-            ax.set_title("marker: run (legend), colour: verdict, bar: interval; diamond: claimed", loc="left",
-                         fontsize=9, color="#57606a")
-            # Neutral legend markers: a marker's colour is its verdict, which differs row by row.
-            handles = [Line2D([], [], marker=_RUN_MARKERS[c % len(_RUN_MARKERS)], color="#57606a", linestyle="none",
-                              label=f"run {c + 1}") for c in range(runs)]
-            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=9)
-            ax.grid(axis="x", color="#d0d7de", linewidth=0.6)
-            ax.set_axisbelow(True)
-            fig.tight_layout()
-            return to_svg(fig, id_prefix)
-        finally:
-            plt.close(fig)
+    """The chart of the compare page (charts.comparison_svg): a row per pair and condition, a
+    point per run; "" when no run measured anything."""
+    return charts.comparison_svg(
+        [{"label": row.pair_name + (f"\n{row.condition}" if row.condition else ""), "claimed_ratio": row.claimed_ratio,
+          "cells": [None if cell is None else asdict(cell) for cell in row.cells]} for row in comparison.rows],
+        id_prefix=id_prefix)
 
 
 def _landing(run_dir: Path) -> Path:
