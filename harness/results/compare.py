@@ -10,8 +10,8 @@ differ first, since a flipped verdict on another host is first of all a differen
 Runs of different experiment files (their sha256 differs) measure different things and
 are refused unless the caller allows it.
 
-Pure functions over StoredRuns (store.load_run reads a run directory); write_page writes a page
-atomically. Nothing here prints.
+Pure functions over StoredRuns (store.load_run reads a run directory); write_comparison writes the
+page and its JSON. Nothing here prints.
 """
 
 from __future__ import annotations
@@ -19,32 +19,21 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from scipy import stats
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from jinja2 import Environment, FileSystemLoader, StrictUndefined  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from harness.results import report  # noqa: E402
-from harness.results.analyse import Thresholds, ratio_interval, run_means  # noqa: E402
-from harness.results.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
-from harness.results import store  # noqa: E402
-from harness.results.store import StoredRun, VerdictEntry  # noqa: E402
+from harness.errors import HarnessError
+from harness.results import charts, report, store
+from harness.results.analyse import Thresholds, ratio_interval, run_means
+from harness.results.store import StoredRun, VerdictEntry, write_atomically
 
 FORMAT_VERSION = store.FORMAT_VERSION
 COMPARE_TEMPLATE = "compare.html.j2"
-NO_VALUE = "–"
 
 METHOD = (
     "Each run's ratio has a bootstrap interval of the log ratio from its own run means (the interval "
@@ -385,106 +374,23 @@ def _plain(value):
 # --- the page ----------------------------------------------------------------------------
 
 
-def jinja_environment(templates_dir: Path) -> Environment:
-    """The report's Jinja settings and number filters, for compare and site pages."""
-    environment = Environment(loader=FileSystemLoader(templates_dir), autoescape=True, undefined=StrictUndefined,
-                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    for name in ("sig4", "ratio", "plus_minus", "percent"):
-        environment.filters[name] = getattr(report, name)
-    environment.filters["pvalue"] = pvalue
-    environment.filters["when"] = when
-    environment.filters["css"] = lambda verdict: str(verdict).replace(" ", "-")
-    environment.globals["verdict_colours"] = VERDICT_COLOURS
-    return environment
-
-
-def when(started: str) -> str:
-    """An ISO time as the pages show it: "2026-11-26T02:07:55+00:00" -> "2026-11-26 02:07:55 UTC"."""
-    if not started:
-        return NO_VALUE
-    return started.replace("T", " ", 1).replace("+00:00", " UTC")
-
-
-def pvalue(value) -> str:
-    if value is None:
-        return NO_VALUE
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
-
-
 def render_compare(comparison: Comparison, templates_dir: Path, report_links: dict[str, str], *,
                    json_href: str = "compare.json", home_href: str | None = None) -> str:
     """The compare page. `report_links` maps run id -> href of its report, relative to the page."""
-    return jinja_environment(templates_dir).get_template(COMPARE_TEMPLATE).render(
+    return report.environment(templates_dir).get_template(COMPARE_TEMPLATE).render(
         comparison=comparison, reference=comparison.runs[0], report_links=report_links, json_href=json_href,
         home_href=home_href, chart=compare_svg(comparison), flipped=sum(row.flipped for row in comparison.rows),
         significant=sum(row.significant for row in comparison.rows),
     )
 
 
-_RUN_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">")
-
-
 def compare_svg(comparison: Comparison, *, id_prefix: str = "compare") -> str:
-    """Per row, each run's measured ratio with its interval, one under the other; "" when no run
-    measured anything. Each point is the group `<id_prefix>-point-<row>-<run>`."""
-    drawn = [(r, c, cell) for r, row in enumerate(comparison.rows) for c, cell in enumerate(row.cells)
-             if cell is not None and cell.measured_ratio is not None]
-    if not drawn:
-        return ""
-    runs = len(comparison.runs)
-    rows = len(comparison.rows)
-    with matplotlib.rc_context({**STYLE, "svg.hashsalt": id_prefix}):
-        fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.28 * rows * runs + 0.3 * rows))
-        try:
-            shown = [1.0]
-            labels, ticks = [], []
-            for r, row in enumerate(comparison.rows):
-                top = (rows - 1 - r) * (runs + 1)
-                ticks.append(top + (runs - 1) / 2)
-                labels.append(row.pair_name + (f"\n{row.condition}" if row.condition else ""))
-                if row.claimed_ratio:
-                    ax.plot(row.claimed_ratio, top + (runs - 1) / 2, marker="D", markersize=9, color="#57606a",
-                            fillstyle="none", linestyle="none")
-                    shown.append(row.claimed_ratio)
-            for r, c, cell in drawn:
-                y = (rows - 1 - r) * (runs + 1) + (runs - 1 - c)
-                low = cell.ci_low if cell.ci_low is not None else cell.measured_ratio
-                high = cell.ci_high if cell.ci_high is not None else cell.measured_ratio
-                bars = ax.errorbar(cell.measured_ratio, y,
-                                   xerr=[[cell.measured_ratio - low], [high - cell.measured_ratio]],
-                                   fmt=_RUN_MARKERS[c % len(_RUN_MARKERS)],
-                                   color=VERDICT_COLOURS.get(cell.verdict, "#57606a"), markersize=7, capsize=3,
-                                   linewidth=2, zorder=3)
-                bars.lines[0].set_gid(f"point-{r}-{c}")
-                shown += [low, high]
-            log_ratio_axis(ax, shown, pad=1.3, axis="x")
-            ax.set_yticks(ticks, labels)
-            ax.set_ylim(-1, rows * (runs + 1) - 1)
-            ax.set_xlabel("ratio (> 1: treatment better)")
-            ax.set_title("marker: run (legend), colour: verdict, bar: interval; diamond: claimed", loc="left",
-                         fontsize=9, color="#57606a")
-            # Neutral legend markers: a marker's colour is its verdict, which differs row by row.
-            handles = [Line2D([], [], marker=_RUN_MARKERS[c % len(_RUN_MARKERS)], color="#57606a", linestyle="none",
-                              label=f"run {c + 1}") for c in range(runs)]
-            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=9)
-            ax.grid(axis="x", color="#d0d7de", linewidth=0.6)
-            ax.set_axisbelow(True)
-            fig.tight_layout()
-            return to_svg(fig, id_prefix)
-        finally:
-            plt.close(fig)
-
-
-def write_page(directory: Path, name: str, text: str) -> Path:
-    """Write directory/name through a temporary file and a rename: never half a file."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / name
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, target)
-    return target
+    """The chart of the compare page (charts.comparison_svg): a row per pair and condition, a
+    point per run; "" when no run measured anything."""
+    return charts.comparison_svg(
+        [{"label": row.pair_name + (f"\n{row.condition}" if row.condition else ""), "claimed_ratio": row.claimed_ratio,
+          "cells": [None if cell is None else asdict(cell) for cell in row.cells]} for row in comparison.rows],
+        id_prefix=id_prefix)
 
 
 def _landing(run_dir: Path) -> Path:
@@ -503,7 +409,7 @@ def write_comparison(comparison: Comparison, out_dir: Path, templates_dir: Path,
     if report_links is None:
         report_links = {run.run_id: Path(os.path.relpath(_landing(Path(run.path)), out_dir.resolve())).as_posix()
                         for run in comparison.runs}
-    write_page(out_dir, "compare.json", json.dumps(comparison_json(comparison), indent=2) + "\n")
-    return write_page(out_dir, "index.html",
-                      render_compare(comparison, templates_dir, report_links, home_href=home_href))
+    write_atomically(out_dir / "compare.json", json.dumps(comparison_json(comparison), indent=2) + "\n")
+    return write_atomically(out_dir / "index.html",
+                            render_compare(comparison, templates_dir, report_links, home_href=home_href))
 

@@ -28,23 +28,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
-from matplotlib.lines import Line2D  # noqa: E402
-
-from harness.results import compare  # noqa: E402
-from harness.results.charts import STYLE, VERDICT_COLOURS, log_ratio_axis, to_svg  # noqa: E402
-from harness.results import store  # noqa: E402
-from harness.results.store import StoredRun  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
+from harness.errors import HarnessError
+from harness.results import charts, compare, report, store
+from harness.results.store import StoredRun, write_atomically
 
 FORMAT_VERSION = 1
 SITE_KIND = "harness site"
 SITE_MARK = "site.json"
-DEFAULT_K = 1.25  # analyse.Thresholds().k, for verdict entries that do not record theirs
 
 
 @dataclass(frozen=True)
@@ -167,7 +157,7 @@ def claim_ids(runs: Sequence[StoredRun]) -> list[str]:
 
 
 def render_index(data: dict, templates_dir: Path) -> str:
-    return compare.jinja_environment(templates_dir).get_template("site/index.html.j2").render(site=data)
+    return report.environment(templates_dir).get_template("site/index.html.j2").render(site=data)
 
 
 # --- a claim across runs and hosts -----------------------------------------------------------
@@ -196,58 +186,11 @@ def latest_per_host(points: Sequence[dict]) -> list[dict]:
     return [point for point in points if point["started"] + point["run_id"] == newest[point["host"]]]
 
 
-_SERIES_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "<", ">")
-
-
 def claim_svg(points: Sequence[dict], *, id_prefix: str = "claim") -> str:
-    """Measured ratio with its interval per run (x: runs oldest first, labelled date and host),
-    colour by verdict, marker by pair and condition; the claim as a line, claimed/k dashed.
-    "" when no point has a measured ratio. Each point is the group `<id_prefix>-point-<index>`."""
-    drawn = [(index, point) for index, point in enumerate(points) if point["measured_ratio"] is not None]
-    if not drawn:
-        return ""
-    series = list(dict.fromkeys(point["series"] for point in points))
-    runs = sorted({(point["position"], point["started"], point["host"]) for point in points})
-    width = 0.6 / max(1, len(series))
-    with matplotlib.rc_context({**STYLE, "svg.hashsalt": id_prefix}):
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(runs) + 3), 4.0))
-        try:
-            shown = [1.0]
-            claims = {(point["claimed_ratio"], point["k"] or DEFAULT_K) for point in points if point["claimed_ratio"]}
-            for claimed, k in sorted(claims):
-                ax.axhline(claimed, color="#57606a", linewidth=1.2)
-                ax.axhline(claimed / k, color="#57606a", linewidth=1, linestyle="--")
-                shown += [claimed, claimed / k]
-            for index, point in drawn:
-                s = series.index(point["series"])
-                x = point["position"] + (s - (len(series) - 1) / 2) * width
-                ratio = point["measured_ratio"]
-                low = point["ci_low"] if point["ci_low"] is not None else ratio
-                high = point["ci_high"] if point["ci_high"] is not None else ratio
-                bars = ax.errorbar(x, ratio, yerr=[[ratio - low], [high - ratio]],
-                                   fmt=_SERIES_MARKERS[s % len(_SERIES_MARKERS)],
-                                   color=VERDICT_COLOURS.get(point["verdict"], "#57606a"), markersize=7, capsize=3,
-                                   linewidth=1.8, zorder=3)
-                bars.lines[0].set_gid(f"point-{index}")
-                shown += [low, high]
-            log_ratio_axis(ax, shown, pad=1.3, axis="y")
-            ax.set_xticks([position for position, _, _ in runs],
-                          [f"{compare.when(started)[:16]}\n{host}" for _, started, host in runs],
-                          rotation=30 if len(runs) > 4 else 0, ha="right" if len(runs) > 4 else "center",
-                          fontsize=8)
-            ax.set_xlim(-0.6, len(runs) - 0.4)
-            ax.set_ylabel("ratio (> 1: treatment better)")
-            handles = [Line2D([], [], marker=_SERIES_MARKERS[s % len(_SERIES_MARKERS)], color="#57606a",
-                              linestyle="none", label=name) for s, name in enumerate(series)]
-            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=9)
-            ax.set_title("colour: verdict; bar: interval; line: claimed; dashed: claimed/k", loc="left",
-                         fontsize=9, color="#57606a")
-            ax.grid(axis="y", color="#d0d7de", linewidth=0.6)
-            ax.set_axisbelow(True)
-            fig.tight_layout()
-            return to_svg(fig, id_prefix)
-        finally:
-            plt.close(fig)
+    """The chart of a claim page (charts.claim_svg): a run per column, labelled with its start
+    (to the minute) and host; "" when no point has a measured ratio."""
+    run_labels = {point["position"]: f"{report.when(point['started'])[:16]}\n{point['host']}" for point in points}
+    return charts.claim_svg(points, run_labels, id_prefix=id_prefix)
 
 
 def render_claim(claim_id: str, runs: Sequence[StoredRun], templates_dir: Path) -> str:
@@ -256,7 +199,7 @@ def render_claim(claim_id: str, runs: Sequence[StoredRun], templates_dir: Path) 
                       if run.claim_id == claim_id and run.summary and run.summary.statement), None)
     comparisons = [{"href": f"../{compare_href(claim, sha)}", "runs": len(group), "sha256": sha}
                    for (claim, sha), group in comparison_groups(runs).items() if claim == claim_id]
-    return compare.jinja_environment(templates_dir).get_template("site/claim.html.j2").render(
+    return report.environment(templates_dir).get_template("site/claim.html.j2").render(
         claim_id=claim_id, statement=statement, points=points, latest=latest_per_host(points),
         chart=claim_svg(points), comparisons=comparisons,
     )
@@ -289,11 +232,12 @@ def build_site(reports_dir: str | Path, site_dir: str | Path, templates_dir: Pat
             compare.write_comparison(comparison, (staging / href).parent, templates_dir, home_href="../../index.html",
                                      report_links={run.run_id: f"../../{landing_href(run)}" for run in group})
             hrefs.append(href)
+        (staging / "claims").mkdir()
         for claim in claim_ids(runs):
-            compare.write_page(staging / "claims", f"{slug(claim)}.html", render_claim(claim, runs, templates_dir))
+            write_atomically(staging / "claims" / f"{slug(claim)}.html", render_claim(claim, runs, templates_dir))
         data = site_data(runs, skipped, built)
-        compare.write_page(staging, SITE_MARK, json.dumps(data, indent=2) + "\n")
-        compare.write_page(staging, "index.html", render_index(data, templates_dir))
+        write_atomically(staging / SITE_MARK, json.dumps(data, indent=2) + "\n")
+        write_atomically(staging / "index.html", render_index(data, templates_dir))
         _swap_in(staging, site_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

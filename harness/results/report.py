@@ -1,9 +1,10 @@
-"""Run results -> one self-contained HTML page.
+"""Run results -> one self-contained HTML page; the one Jinja environment every page uses.
 
 Jinja with autoescape on: claim text and host metadata come from files a user
 wrote or a host reported, so they are escaped; only the charts, which our own
 code drew, are inserted as markup. StrictUndefined turns a missing context key
-into an error instead of a silently empty cell.
+into an error instead of a silently empty cell. The report, the compare page and
+the site's pages all render through environment(), with the filters below.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ SUMMARY_COLUMNS = ("n", "runs", "mean", "median", "stdev", "min", "max", "cv", "
 GATE_KEYS = ("variant", "run", "gate", "value", "limit", "passed", "detail")
 
 
-def render_report(context: dict, templates_dir: Path) -> str:
-    """Render report.html.j2 from `templates_dir` with `context` (see the template for the keys)."""
-    environment = Environment(
+def environment(templates_dir: Path) -> Environment:
+    """The Jinja environment of every page (report, compare, site): templates from
+    `templates_dir`, autoescape on, StrictUndefined, the number and text filters below,
+    and the verdict colours as the global `verdict_colours`."""
+    jinja = Environment(
         loader=FileSystemLoader(templates_dir),
         autoescape=True,
         undefined=StrictUndefined,
@@ -35,11 +38,14 @@ def render_report(context: dict, templates_dir: Path) -> str:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    environment.filters["sig4"] = sig4
-    environment.filters["ratio"] = ratio
-    environment.filters["plus_minus"] = plus_minus
-    environment.filters["percent"] = percent
-    environment.filters["quantity"] = quantity
+    jinja.filters.update(sig4=sig4, ratio=ratio, plus_minus=plus_minus, percent=percent, quantity=quantity,
+                         pvalue=pvalue, when=when, css=css_class)
+    jinja.globals["verdict_colours"] = VERDICT_COLOURS
+    return jinja
+
+
+def render_report(context: dict, templates_dir: Path) -> str:
+    """Render report.html.j2 from `templates_dir` with `context` (see the template for the keys)."""
     for key in ("summary", "variants", "gates"):  # read here, not in the template; fail the same way
         if key not in context:
             raise UndefinedError(f"{key!r} is undefined")
@@ -49,9 +55,8 @@ def render_report(context: dict, templates_dir: Path) -> str:
         "summary_rows": _summary_rows(context["summary"], context["variants"]),
         "gate_rows": _gate_rows(context["gates"]),
         "failed_gates": [gate for gate in context["gates"] if not gate["passed"]],
-        "verdict_colours": VERDICT_COLOURS,
     }
-    return environment.get_template(TEMPLATE).render(page_context)
+    return environment(templates_dir).get_template(TEMPLATE).render(page_context)
 
 
 def sig4(value) -> str:
@@ -99,6 +104,25 @@ def quantity(value) -> str:
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     return sig4(value)
+
+
+def pvalue(value) -> str:
+    """A p-value to 3 decimals; "< 0.001" below that."""
+    if value is None:
+        return MISSING
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def when(started: str) -> str:
+    """An ISO time as the pages show it: "2026-11-26T02:07:55+00:00" -> "2026-11-26 02:07:55 UTC"."""
+    if not started:
+        return MISSING
+    return started.replace("T", " ", 1).replace("+00:00", " UTC")
+
+
+def css_class(verdict) -> str:
+    """A verdict as a CSS class name: "not reproduced" -> "not-reproduced"."""
+    return str(verdict).replace(" ", "-")
 
 
 def _missing(value) -> bool:

@@ -16,7 +16,8 @@ Every record is a frozen dataclass with `to_json()` and `from_json(data, source)
 model: the objects are the only way anyone touches the JSON). `FORMAT_VERSION` is written into
 every manifest and checked on read; runs of format 1 (before hosts' roles and links were fields
 of their own) are upgraded as they load. Files are written to a temporary name and renamed, so
-a reader never sees half a file and an interrupted run leaves whole files behind.
+a reader never sees half a file and an interrupted run leaves whole files behind
+(write_atomically, also used for the compare and site pages).
 """
 
 from __future__ import annotations
