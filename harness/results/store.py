@@ -12,6 +12,9 @@
         raw/              load-generator output, server logs, rendered configs, topology
         ansible/          ansible-runner artifacts of each playbook call
 
+It is longer than most modules because it is the one place that knows the run format: every
+record, every file name and the upgrade of older formats live here and nowhere else.
+
 Every record is a frozen dataclass with `to_json()` and `from_json(data, source)` (pyperf's
 model: the objects are the only way anyone touches the JSON). `FORMAT_VERSION` is written into
 every manifest and checked on read; runs of format 1 (before hosts' roles and links were fields
@@ -173,7 +176,7 @@ class Manifest:
     file_sha256: dict | None = None  # written last, for `harness verify`
 
     def to_json(self) -> dict:
-        data = dataclasses.asdict(self)
+        data = {"format_version": self.format_version, **dataclasses.asdict(self)}  # the version first, for a reader
         data["hosts"] = self.hosts.to_json()
         if self.file_sha256 is None:
             del data["file_sha256"]
