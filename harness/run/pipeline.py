@@ -18,7 +18,6 @@ import secrets
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -37,8 +36,10 @@ from harness.results import report
 
 from harness.run import spec as spec_module
 from harness import resources
+from harness.cpuset import CpuListError, CpuSet, placed
 from harness.errors import HarnessError, Interrupted
-from harness.run.execute import TrialSetting, cpus_for, parse_cpu_list, run_trial
+from harness.run import preflight
+from harness.run.execute import TrialSetting, run_trial
 from harness.run.interrupt import NoSignals, StopSignals
 from harness.hosts.inventory import Host, Inventory, load as load_inventory
 from harness.run.plan import Plan, make_plan
@@ -85,7 +86,6 @@ class _Gathered:
     rounds: int = 0  # repetitions completed by every variant
     stop_reason: str | None = None
     resumed_trials: int = 0  # trials taken over from the interrupted run this one resumes
-    cpu_restriction: str | None = None  # --cpus
     topology: dict | None = None  # host -> {"cpus", "numa_nodes"}; the full text is in raw/topology-HOST.txt
     not_applicable: str | None = None  # why the hosts cannot test the claim (experiment `requires`)
     drift: list = field(default_factory=list)  # provision.Drift: settings restore could not put back
@@ -93,16 +93,16 @@ class _Gathered:
 
 def run_experiment(experiment_path: str | Path, inventory_path: str | Path, out_dir: str | Path, quick: bool = False,
                    progress: Progress | None = None, signals: StopSignals | None = None, seed: int | None = None,
-                   target_half_width: float | None = None, cpus: str | None = None) -> RunOutcome:
+                   target_half_width: float | None = None, cpus: CpuSet | None = None) -> RunOutcome:
     """Run an experiment; `seed` fixes the trial order (random and recorded when None),
-    `target_half_width` overrides the experiment's adaptive target, `cpus` ("0", "0-1")
+    `target_half_width` overrides the experiment's adaptive target, `cpus` (--cpus "0", "0-1")
     restricts servers and load generators to those CPUs."""
     spec, digest = spec_module.load_with_digest(experiment_path)
     inventory = load_inventory(inventory_path)
     inventory.hosts_for(spec.roles)  # a missing role fails before a run directory exists
-    plan = make_plan(spec, quick, seed if seed is not None else secrets.randbelow(2**31), target_half_width)
+    plan = make_plan(spec, quick, seed if seed is not None else secrets.randbelow(2**31), target_half_width, cpus)
     run = RunDirectory.create(Path(out_dir), spec.claim.id)
-    gathered = _Gathered(started=_now(), measurements=[], cpu_restriction=cpus)
+    gathered = _Gathered(started=_now(), measurements=[])
     return _run(spec, digest, Path(experiment_path), inventory, plan, run, gathered, progress, signals)
 
 
@@ -125,11 +125,20 @@ def resume_experiment(run_dir: str | Path, inventory_path: str | Path, progress:
     if digest != experiment["sha256"]:
         raise HarnessError(f"{experiment_path}: changed since run {run.run_id} started (sha256 differs); "
                            "resuming would mix two experiments: start a new run")
-    plan = make_plan(spec, quick, seed, target)
+    plan = make_plan(spec, quick, seed, target, _recorded_cpus(run, manifest))
     measurements = [collect.measurement_from_json(record) for record in run.read_lines_json(TRIALS_FILE)]
     gathered = _Gathered(started=manifest.get("started") or _now(), measurements=measurements,
-                         resumed_trials=len(measurements), cpu_restriction=manifest["hosts"].get("cpu_restriction"))
+                         resumed_trials=len(measurements))
     return _run(spec, digest, experiment_path, load_inventory(inventory_path), plan, run, gathered, progress, signals)
+
+
+def _recorded_cpus(run: RunDirectory, manifest: dict) -> CpuSet | None:
+    """The --cpus of the run being resumed, as its manifest recorded it."""
+    text = manifest["hosts"].get("cpu_restriction")
+    try:
+        return CpuSet.parse(text) if text is not None else None
+    except CpuListError as exc:
+        raise HarnessError(f"{run.path}/manifest.json: hosts.cpu_restriction {exc}") from None
 
 
 TRIALS_FILE = "trials.jsonl"
@@ -160,14 +169,14 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
     with ExitStack() as stack:
         sessions = {host.name: stack.enter_context(HostSession(host)) for host in hosts}
         progress("stage", {"text": f"checking {', '.join(sessions)}"})
-        _check_reachable(sessions)
-        gathered.topology = _topology(sessions, run)
-        gathered.not_applicable = _unmet_requirements(spec, gathered.topology)
+        preflight.check_reachable(sessions)
+        gathered.topology = preflight.topology(sessions, run)
+        gathered.not_applicable = preflight.unmet_requirements(spec, gathered.topology)
         if gathered.not_applicable:
             gathered.stop_reason = "no trials ran: the hosts cannot test this claim"
             return
-        gathered.links = _describe_links(spec, hosts_by_role, sessions)
-        _check_ports_free(spec, hosts_by_role, sessions)
+        gathered.links = preflight.describe_links(spec, hosts_by_role, sessions)
+        preflight.check_ports_free(spec, hosts_by_role, sessions)
         provisioner = Provisioner(inventory.path.resolve(), [h.name for h in hosts], run.ansible,
                                   signals.cancel_requested)
         progress("stage", {"text": "recording host settings (ansible: snapshot)"})
@@ -183,11 +192,12 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
                 workspace, gathered.tools = provisioner.apply(
                     spec, spec_module.workload_dir(spec, experiment_path), hosts_by_role, plan.parameters, run.run_id)
             signals.check()
+            preflight.check_cpus(plan.profile.cpus, gathered.state)
             setting = TrialSetting(
                 spec=spec, hosts_by_role=hosts_by_role, sessions=sessions, workspace=workspace,
                 parameters=plan.parameters, workload_dir=spec_module.workload_dir(spec, experiment_path),
-                raw_dir=run.raw, proxy_delay_ms=_proxy_delay(spec, gathered.links),
-                cpu_restriction=_restriction(gathered.cpu_restriction, gathered.state),
+                raw_dir=run.raw, proxy_delay_ms=preflight.proxy_delay(spec, gathered.links),
+                cpu_restriction=plan.profile.cpus,
             )
             progress("trials", {"total": plan.most_trials, "done": len(gathered.measurements)})
 
@@ -275,99 +285,6 @@ def _half_widths(spec, plan: Plan, measurements) -> dict[tuple[str, str], float 
     return widths
 
 
-TOPOLOGY_SCRIPT = r"""
-echo "cpus $(getconf _NPROCESSORS_ONLN)"
-echo "numa_nodes $(ls -d /sys/devices/system/node/node[0-9]* 2>/dev/null | wc -l)"
-echo "--- lscpu"; lscpu 2>/dev/null
-echo "--- NUMA nodes (cpulist)"
-for node in /sys/devices/system/node/node[0-9]*; do [ -d "$node" ] && echo "${node##*/}: $(cat "$node/cpulist")"; done
-if command -v numactl >/dev/null; then echo "--- numactl -H"; numactl -H 2>&1; fi
-if command -v hwloc-ls >/dev/null; then echo "--- hwloc-ls"; hwloc-ls --of console 2>&1; fi
-true
-"""
-
-
-def _topology(sessions: dict[str, HostSession], run: RunDirectory) -> dict[str, dict]:
-    """Each host's CPUs and NUMA nodes; the whole description is kept in raw/."""
-    topology = {}
-    for name, session in sessions.items():
-        text = session.shell(TOPOLOGY_SCRIPT, timeout=60, shown="read the CPU topology").stdout
-        run.write_text(f"raw/topology-{name}.txt", text)
-        counts = dict(line.split(" ", 1) for line in text.splitlines()[:2] if " " in line)
-        topology[name] = {key: int(counts[key]) if counts.get(key, "").strip().isdigit() else None
-                          for key in ("cpus", "numa_nodes")}
-    return topology
-
-
-def _unmet_requirements(spec, topology: dict[str, dict]) -> str | None:
-    """The first requirement of the experiment a host does not meet, said in words."""
-    for host, facts in topology.items():
-        for key, words in (("numa_nodes", "NUMA node"), ("cpus", "CPU")):
-            needed = getattr(spec.requires, key)
-            have = facts.get(key)
-            if needed is not None and have is not None and have < needed:
-                return (f"{host} has {have} {words}{'s' if have != 1 else ''}; the claim needs at least {needed} "
-                        f"(requires.{key}), so this host cannot test it. Its topology: raw/topology-{host}.txt.")
-    return None
-
-
-def _check_reachable(sessions: dict[str, HostSession]) -> None:
-    """Every host answers before anything is changed anywhere; checked in parallel
-    so that several dead hosts cost one connect timeout, not one each."""
-    with ThreadPoolExecutor(max_workers=min(16, len(sessions))) as pool:
-        futures = {name: pool.submit(session.run, ["true"], 30) for name, session in sessions.items()}
-    for future in futures.values():
-        future.result()  # raises the first host's HostError
-
-
-def _describe_links(spec, hosts_by_role, sessions: dict[str, HostSession]) -> dict[str, str]:
-    """How each load generator reaches its server: the route's device and its properties."""
-    links = {}
-    for variant in spec.variants.values():
-        if variant.server is None:
-            continue
-        client = hosts_by_role[variant.load.role][0]
-        server = hosts_by_role[variant.server.role][0]
-        key = f"link {client.name} -> {server.name}"
-        if key not in links:
-            links[key] = collect.describe_link(sessions[client.name], server.service_address)
-    return links
-
-
-def _restriction(cpus: str | None, state: HostState | None) -> tuple[int, ...] | None:
-    """--cpus as CPU numbers, checked against every host's CPU count."""
-    if cpus is None:
-        return None
-    try:
-        restriction = parse_cpu_list(cpus)
-    except ValueError:
-        raise HarnessError(f"--cpus {cpus!r}: give CPU numbers and ranges, e.g. 0 or 0-1 or 0,2") from None
-    for host, fact in (state.facts if state else {}).items():
-        cores = fact.get("cores")
-        if isinstance(cores, int) and cores and max(restriction) >= cores:
-            raise HarnessError(f"{host}: --cpus {cpus} names CPU {max(restriction)}, but the host has {cores} CPUs")
-    return restriction
-
-
-def _proxy_delay(spec, links: dict[str, str] | None) -> float | None:
-    """The experiment's delay, when the links lack netem to give it: the proxy adds it."""
-    if not spec.link.delay_ms:
-        return None
-    if links and all("netem" in description for description in links.values()):
-        return None
-    return spec.link.delay_ms
-
-
-def _check_ports_free(spec, hosts_by_role, sessions: dict[str, HostSession]) -> None:
-    for name, variant in spec.variants.items():
-        for host in hosts_by_role[variant.server.role][:1] if variant.server else ():
-            if sessions[host.name].port_in_use(variant.server.port, variant.server.protocol):
-                raise HarnessError(
-                    f"{host.name}: port {variant.server.port} (variants.{name}.server.port) is already in use; "
-                    "stop what listens there or pick another port"
-                )
-
-
 # --- results ----------------------------------------------------------------
 
 
@@ -408,7 +325,7 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
     run.write_json("summary.json", {
         "claim_id": spec.claim.id, "statement": spec.claim.statement, "claimed_ratio": spec.claim.claimed_ratio,
         "better": spec.claim.better, "status": status,
-        "sweep": {key: list(values) for key, values in spec_module.sweep_for(spec, plan.quick).items()},
+        "sweep": plan.profile.sweep,
         **summary_verdict.as_dict(),
     })
     run.write_json("verdicts.json", [
@@ -460,7 +377,7 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
         },
         "conditions": conditions,
         "claim_verdict": summary_verdict,
-        "sweep": spec_module.sweep_for(spec, plan.quick),
+        "sweep": plan.profile.sweep,
         "variants": [{"name": label, "description": spec.variants[name].description} for label, name in series],
         "summary": summary,
         "costs": _cost_table(shown_costs, [label for label, _ in series]),
@@ -482,7 +399,7 @@ def _write_results(spec, digest, experiment_path, inventory, hosts_by_role, plan
             "achieved": {v.label: v.half_width for v in verdicts},
         },
         "files": [{"label": name, "href": name} for name in run.files() if name != "index.html"],
-        "notes": _notes(spec, hosts_by_role, gathered, measurements),
+        "notes": _notes(spec, hosts_by_role, plan, gathered, measurements),
         "drift": [asdict(item) for item in gathered.drift],
     }
     run.write_text("index.html", report.render_report(context, TEMPLATES))
@@ -632,7 +549,7 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
     conditions.update(gathered.links or {})
     for key, value in plan.parameters.items():
         conditions[f"parameter {key}"] = str(value)
-    for key, values in spec_module.sweep_for(spec, plan.quick).items():
+    for key, values in plan.profile.sweep.items():
         conditions[f"swept {key}"] = ", ".join(map(str, values))
     conditions["repetitions"] = f"{gathered.rounds} (at least {plan.stopping.minimum}, at most {plan.stopping.maximum})"
     conditions["trial order seed"] = str(plan.seed)
@@ -640,14 +557,14 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
     conditions["profile"] = "quick" if plan.quick else "full"
     for name in plan.variants:
         variant = spec.variants[name]
-        restriction = parse_cpu_list(gathered.cpu_restriction) if gathered.cpu_restriction else None
-        server_cpus = cpus_for(variant.server.cpus, restriction) if variant.server else "(no server)"
+        restriction = plan.profile.cpus
+        server_cpus = placed(variant.server.cpus, restriction) if variant.server else "(no server)"
         conditions[f"{name} CPUs"] = (f"server {server_cpus or 'any'}, "
-                                      f"load {cpus_for(variant.load.cpus, restriction) or 'any'}")
-    if gathered.cpu_restriction:
-        conditions["CPU restriction (--cpus)"] = gathered.cpu_restriction
+                                      f"load {placed(variant.load.cpus, restriction) or 'any'}")
+    if plan.profile.cpus:
+        conditions["CPU restriction (--cpus)"] = str(plan.profile.cpus)
     if spec.link.delay_ms:
-        via = ("netem in the link" if _proxy_delay(spec, gathered.links) is None
+        via = ("netem in the link" if preflight.proxy_delay(spec, gathered.links) is None
                else "harness/hosts/delay_proxy.py on the client host (no netem)")
         conditions["added delay"] = f"{spec.link.delay_ms:g} ms each way, by {via}"
     for key, value in spec.provision.sysctls.items():
@@ -658,7 +575,7 @@ def _conditions(spec, hosts_by_role, plan: Plan, gathered: _Gathered) -> dict[st
     return conditions
 
 
-def _notes(spec, hosts_by_role, gathered: _Gathered, measurements) -> list[str]:
+def _notes(spec, hosts_by_role, plan: Plan, gathered: _Gathered, measurements) -> list[str]:
     notes = list(spec.notes)
     if gathered.drift:
         notes.append(f"The hosts did not return to their snapshot: {len(gathered.drift)} setting"
@@ -670,8 +587,8 @@ def _notes(spec, hosts_by_role, gathered: _Gathered, measurements) -> list[str]:
         notes.append(f"Not applicable here: {gathered.not_applicable}")
     if spec.claim.ceiling == "cpus" and gathered.topology:
         fewest = min((facts["cpus"] for facts in gathered.topology.values() if facts.get("cpus")), default=None)
-        if gathered.cpu_restriction:
-            fewest = len(parse_cpu_list(gathered.cpu_restriction))
+        if plan.profile.cpus:
+            fewest = len(plan.profile.cpus)
         if fewest:
             verdict = ("more than this host can give, so no run here can reproduce it"
                        if spec.claim.claimed_ratio > fewest else "within what this host can give")
@@ -711,7 +628,7 @@ def _manifest(spec, digest, experiment_path, inventory, plan, run, gathered, sta
             "settings_before": gathered.state.settings_before if gathered.state else {},
             "state_notes": gathered.state.notes if gathered.state else {},
             # Part of the host's fingerprint: a run restricted to fewer CPUs is other hardware.
-            "cpu_restriction": gathered.cpu_restriction,
+            "cpu_restriction": str(plan.profile.cpus) if plan.profile.cpus else None,
             "topology": gathered.topology or {},
             "tools": gathered.tools or {},
         },
