@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.run import spec as spec_module
 from harness import resources
+from harness.cpuset import CpuListError, CpuSet
 from harness.errors import HarnessError, Interrupted
 from harness.run.interrupt import StopSignals
 
@@ -51,14 +52,14 @@ def main() -> None:
               metavar="FRACTION",
               help="Repeat until every pair's interval is within ±FRACTION of its ratio (default: the experiment's "
                    "adaptive.target_half_width, 0.05).")
-@click.option("--cpus", metavar="LIST", callback=lambda ctx, param, value: _cpu_list(value),
+@click.option("--cpus", metavar="LIST", callback=lambda ctx, param, value: _cpu_set(value),
               help="Run servers and load generators on these CPUs only (e.g. 0 or 0-1), as if the host had no "
                    "others; recorded in the manifest as part of the host's fingerprint.")
 @click.option("--resume", "resume_dir", metavar="RUN_DIR", type=click.Path(file_okay=False),
               help="Finish the remaining trials of an interrupted or failed run, in RUN_DIR, with its experiment, "
                    "profile, seed and CPUs (EXPERIMENT and those options are then not given).")
 def run(experiment: str | None, inventory_path: str, out_dir: str, quick: bool, seed: int | None,
-        target_width: float | None, cpus: str | None, resume_dir: str | None) -> None:
+        target_width: float | None, cpus: CpuSet | None, resume_dir: str | None) -> None:
     """Run EXPERIMENT (a YAML file) and write its report."""
     from harness.run.pipeline import RunFailed, resume_experiment, run_experiment  # heavy imports only when running
 
@@ -91,10 +92,12 @@ def run(experiment: str | None, inventory_path: str, out_dir: str, quick: bool, 
     click.echo(f"report: {outcome.run_dir / 'index.html'}")
 
 
-def _cpu_list(value: str | None) -> str | None:
-    if value is not None and not re.fullmatch(r"[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*", value):
-        raise click.BadParameter(f"{value!r}: give CPU numbers and ranges, e.g. 0 or 0-1 or 0,2")
-    return value
+def _cpu_set(value: str | None) -> CpuSet | None:
+    """--cpus, parsed here once; the run gets the CpuSet."""
+    try:
+        return CpuSet.parse(value) if value is not None else None
+    except CpuListError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 @main.command()

@@ -99,7 +99,7 @@ SCHEMA_FAULTS = {
     "source_absolute.yaml": ":15: provision.builds.0.sources.0: '/etc/hostname' leaves the workload folder",
     # other values out of range
     "port_privileged.yaml": ":19: variants.fast.server.port: Input should be greater than or equal to 1024",
-    "cpus_word.yaml": ":19: variants.fast.server.cpus: String should match pattern",
+    "cpus_word.yaml": ":19: variants.fast.server.cpus: 'all': give CPU numbers and ranges, e.g. \"0\" or \"0-1\"",
     "parser_unknown.yaml": ":20: variants.fast.load.parser: Input should be 'fetch_json'",
     "placeholder_attribute.yaml": ":20: variants.fast.load.command.3: unknown placeholder {port.__class__}",
     "quick_parameter_unknown.yaml": ":24: quick.parameters.rounds: 'rounds' is not in parameters",

@@ -1,3 +1,4 @@
+from harness.cpuset import CpuSet
 from harness.run import spec
 from harness.run.plan import make_plan
 from tests.conftest import ROOT
@@ -40,3 +41,13 @@ def test_stopping_rule_without_and_with_a_target():
     assert adaptive.stopping.target == 0.03
     assert adaptive.stopping.maximum >= adaptive.stopping.minimum == 10
     assert adaptive.most_trials == adaptive.stopping.maximum * 4
+
+
+def test_the_plan_carries_the_resolved_profile():
+    loaded = sendfile()
+    plan = make_plan(loaded, quick=True, seed=3, target=0.02, cpus=CpuSet.parse("0-1"))
+    assert plan.profile == spec.resolve_profile(loaded, quick=True, target=0.02, cpus=CpuSet.parse("0-1"))
+    assert plan.quick and plan.parameters is plan.profile.parameters and plan.stopping is plan.profile.stopping
+    assert plan.repetitions == plan.profile.repetitions == 5
+    assert str(plan.profile.cpus) == "0-1"
+    assert make_plan(loaded, quick=False, seed=3).profile.cpus is None

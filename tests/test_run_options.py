@@ -113,9 +113,9 @@ def test_resume_refuses_a_changed_experiment(tmp_path):
     run_dir = tmp_path / "out" / "fake"
     run_dir.mkdir(parents=True)
     (run_dir / "manifest.json").write_text(json.dumps({
-        "status": "interrupted", "order_seed": 1, "started": "x", "hosts": {},
-        "stopping": {"target_half_width": 0.05},
-        "experiment": {"file": str(path), "path": str(path), "sha256": "0" * 64, "quick": True}}))
+        "format_version": 2, "run_id": "fake", "status": "interrupted", "order_seed": 1, "started": "x",
+        "hosts": {}, "stopping": {"target_half_width": 0.05},
+        "experiment": {"file": str(path), "path": str(path), "sha256": "0" * 64, "quick": True, "claim_id": "fake"}}))
     result = run_harness("run", "--resume", run_dir)
     assert result.returncode == 1
     assert "changed since run fake started" in result.stderr

@@ -2,8 +2,9 @@
 
 import pytest
 
-from harness.run import spec
+from harness.cpuset import CpuSet
 from harness.errors import SpecError
+from harness.run import spec
 from tests.conftest import ROOT
 
 
@@ -28,11 +29,11 @@ def test_the_sendfile_experiment_loads():
     assert loaded.claim.better == "lower"
     assert [p.name for p in loaded.pairs] == ["python", "nginx"]
     # the YAML merge key gives the sendfile variant the readwrite server's role and CPUs
-    assert loaded.variants["python_sendfile"].server.cpus == "0"
+    assert loaded.variants["python_sendfile"].server.cpus == CpuSet((0,))
     assert loaded.variants["python_sendfile"].server.port == 18082
-    assert spec.parameters_for(loaded, quick=True)["file_size"] == "256MiB"
-    assert spec.parameters_for(loaded, quick=False)["file_size"] == "1GiB"
-    assert spec.repetitions_for(loaded, quick=True) == 5
+    assert spec.resolve_profile(loaded, quick=True).parameters["file_size"] == "256MiB"
+    assert spec.resolve_profile(loaded, quick=False).parameters["file_size"] == "1GiB"
+    assert spec.resolve_profile(loaded, quick=True).repetitions == 5
 
 
 def test_unknown_key_names_file_line_and_field(experiment_copy):
@@ -129,3 +130,47 @@ def test_a_symlinked_source_must_point_into_the_catalog(experiment_copy):
     source.unlink()
     source.symlink_to(ROOT / "experiments" / "sendfile" / "fetch.c")
     assert spec.load(experiment_copy).claim.id == "sendfile"
+
+
+@pytest.mark.parametrize("text, why", [("0-1-2", ""), ("2-1", "the range 2-1 runs downward; "), (",", ""),
+                                       ("0,", ""), ("all", ""), (" 0", "")])
+def test_a_cpu_list_field_takes_the_one_grammar(experiment_copy, text, why):
+    edit(experiment_copy, 'cpus: "1"', f'cpus: "{text}"')
+    message = error_of(experiment_copy)
+    assert message.endswith(f":58: variants.python_readwrite.load.cpus: {text!r}: {why}give CPU numbers and ranges, "
+                            'e.g. "0" or "0-1" or "0,2"'), message
+
+
+def test_a_cpu_list_field_is_text_not_a_number(experiment_copy):
+    edit(experiment_copy, 'cpus: "1"', "cpus: 1")
+    assert error_of(experiment_copy).endswith(
+        ":58: variants.python_readwrite.load.cpus: Input should be a valid string, got a number")
+
+
+def test_a_cpu_list_field_holds_a_cpu_set_and_writes_back_its_text(experiment_copy):
+    edit(experiment_copy, 'cpus: "1"', 'cpus: "2-3,0"')
+    load = spec.load(experiment_copy).variants["python_readwrite"].load
+    assert load.cpus.cpus == (2, 3, 0) and str(load.cpus) == "2-3,0"
+    assert load.model_dump()["cpus"] == "2-3,0"  # what Ansible and the tune script receive
+
+
+def test_the_quick_profile_is_resolved_in_one_place():
+    loaded = spec.load(ROOT / "experiments" / "sendfile.yaml")
+    full, quick = spec.resolve_profile(loaded, quick=False), spec.resolve_profile(loaded, quick=True, target=0.02,
+                                                                                   cpus=CpuSet.parse("0-1"))
+    assert (full.quick, quick.quick) == (False, True)
+    assert (full.parameters["file_size"], quick.parameters["file_size"]) == ("1GiB", "256MiB")
+    assert set(quick.parameters) == set(loaded.parameters)  # quick overrides, never adds
+    assert (full.repetitions, full.stopping.maximum, full.stopping.target) == (10, 30, 0.05)
+    assert (quick.repetitions, quick.stopping.maximum, quick.stopping.target) == (5, 5, 0.02)
+    assert full.cpus is None and str(quick.cpus) == "0-1"
+
+
+def test_a_quick_sweep_replaces_the_full_lists_and_quick_max_repetitions_lets_it_go_on():
+    loaded = spec.load(ROOT / "experiments" / "sendfile.yaml")
+    loaded = loaded.model_copy(update={
+        "sweep": {"connections": [1, 8, 64]},
+        "quick": loaded.quick.model_copy(update={"sweep": {"connections": [8]}, "max_repetitions": 9})})
+    full, quick = spec.resolve_profile(loaded, quick=False), spec.resolve_profile(loaded, quick=True)
+    assert full.sweep == {"connections": [1, 8, 64]} and quick.sweep == {"connections": [8]}
+    assert (quick.stopping.minimum, quick.stopping.maximum) == (5, 9)

@@ -20,6 +20,7 @@ from pathlib import Path
 import jinja2
 
 from harness import resources
+from harness.cpuset import CpuSet, placed
 from harness.errors import HarnessError, TrialError
 from harness.run.interrupt import StopSignals
 from harness.hosts.inventory import Host
@@ -48,8 +49,8 @@ class TrialSetting:
     # Added delay through harness/hosts/delay_proxy.py on the client host, for links
     # without netem; the load generator then talks to the proxy, not the server.
     proxy_delay_ms: float | None = None
-    # `harness run --cpus`: the only CPUs servers and load generators may use (see cpus_for).
-    cpu_restriction: tuple[int, ...] | None = None
+    # `harness run --cpus`: the only CPUs servers and load generators may use (see CpuSet.place).
+    cpu_restriction: CpuSet | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
             with signals.deferred():
                 server = server_session.start_background(
                     [fill(word, values) for word in variant.server.command], setting.workspace.workdir, server_log,
-                    cpus_for(variant.server.cpus, setting.cpu_restriction))
+                    _allowed_cpus(variant.server.cpus, setting))
             signals.check()
             server_session.wait_listening(server, variant.server.port, variant.server.ready_timeout,
                                           variant.server.protocol)
@@ -124,7 +125,7 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
             signals.check()
             name = f"{stem}-load" + (f"-{run + 1}" if variant.load.runs > 1 else "")
             result = client_session.shell(
-                _load_script(load_argv, load_pidfile, cpus_for(variant.load.cpus, setting.cpu_restriction),
+                _load_script(load_argv, load_pidfile, _allowed_cpus(variant.load.cpus, setting),
                              variant.load.timeout),
                 timeout=variant.load.timeout + 30, check=False, shown=load_argv[0],
             )
@@ -244,24 +245,10 @@ def _check_load_run(exited, output, trial, variant, load_argv, client_host, serv
         raise TrialError(f"{client_host.name}: {load_argv[0]} exited {exited}: {_last_line(output)} (raw/{name}.err)")
 
 
-def parse_cpu_list(text: str) -> tuple[int, ...]:
-    """"0-2,5" -> (0, 1, 2, 5)."""
-    cpus = []
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        cpus.extend(range(int(first), int(last or first) + 1))
-    return tuple(dict.fromkeys(cpus))
-
-
-def cpus_for(pinned: str | None, restriction: tuple[int, ...] | None) -> str | None:
-    """The CPUs a process may use. Under a restriction the host looks like a machine with
-    only those CPUs: a pin to CPU i means the i-th allowed CPU (wrapping round when there
-    are fewer), and no pin means all of them."""
-    if restriction is None:
-        return pinned
-    if pinned is None:
-        return ",".join(map(str, restriction))
-    return ",".join(dict.fromkeys(str(restriction[i % len(restriction)]) for i in parse_cpu_list(pinned)))
+def _allowed_cpus(pinned: CpuSet | None, setting: TrialSetting) -> str | None:
+    """The `taskset -c` list for a process pinned to `pinned`, under the run's --cpus."""
+    cpus = placed(pinned, setting.cpu_restriction)
+    return str(cpus) if cpus is not None else None
 
 
 NFT = "/usr/sbin/nft"

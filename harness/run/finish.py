@@ -35,8 +35,8 @@ from harness.results.verdicts import (
     invalid_reason,
     thresholds_for,
 )
-from harness.run import collect, spec as spec_module
-from harness.run.execute import cpus_for, parse_cpu_list
+from harness.run import collect, preflight
+from harness.cpuset import placed
 from harness.run.plan import Plan
 
 PACKAGES = ("harness", "ansible-runner", "ansible-core", "fabric", "paramiko", "invoke", "pyperf", "pandas",
@@ -57,7 +57,6 @@ class Gathered:
     rounds: int = 0  # repetitions completed by every variant
     stop_reason: str | None = None
     resumed_trials: int = 0  # trials taken over from the interrupted run this one resumes
-    cpu_restriction: str | None = None  # --cpus
     topology: dict | None = None  # host -> {"cpus", "numa_nodes"}; the full text is in raw/topology-HOST.txt
     not_applicable: str | None = None  # why the hosts cannot test the claim (experiment `requires`)
     drift: list = field(default_factory=list)  # provision.Drift: settings restore could not put back
@@ -104,7 +103,7 @@ def write_results(spec, digest: str, experiment_path: Path, inventory: Inventory
     summary_verdict = claim_verdict(verdicts)
     status = _status(gathered.error)
     conditions = describe_conditions(spec, hosts_by_role, plan, gathered)
-    sweep = spec_module.sweep_for(spec, plan.quick)
+    sweep = plan.profile.sweep
     run.write_summary(store.Summary(
         claim_id=spec.claim.id, statement=spec.claim.statement, claimed_ratio=spec.claim.claimed_ratio,
         better=spec.claim.better, status=status, sweep={key: list(values) for key, values in sweep.items()},
@@ -139,7 +138,7 @@ def write_results(spec, digest: str, experiment_path: Path, inventory: Inventory
         thresholds=thresholds_by_condition[plan.conditions[0].label], gates=gate_rows, pyperf=pyperf_lines,
         stopping={"reason": gathered.stop_reason or "the run stopped early", "repetitions": gathered.rounds,
                   "target_half_width": plan.stopping.target, "achieved": {v.label: v.half_width for v in verdicts}},
-        files=run.report_links(), notes=run_notes(spec, hosts_by_role, gathered),
+        files=run.report_links(), notes=run_notes(spec, hosts_by_role, plan, gathered),
         drift=[asdict(item) for item in gathered.drift]), resources.TEMPLATES)
     run.write_report(html)
     # Last: the sha256 of every file the run wrote, for `harness verify`.
@@ -191,22 +190,22 @@ def describe_conditions(spec, hosts_by_role, plan: Plan, gathered: Gathered) -> 
         conditions[f"link {link.client} -> {link.server}"] = link.description
     for key, value in plan.parameters.items():
         conditions[f"parameter {key}"] = str(value)
-    for key, values in spec_module.sweep_for(spec, plan.quick).items():
+    for key, values in plan.profile.sweep.items():
         conditions[f"swept {key}"] = ", ".join(map(str, values))
     conditions["repetitions"] = f"{gathered.rounds} (at least {plan.stopping.minimum}, at most {plan.stopping.maximum})"
     conditions["trial order seed"] = str(plan.seed)
     conditions["warm-up values per trial"] = str(spec.warmup_values)
     conditions["profile"] = "quick" if plan.quick else "full"
+    restriction = plan.profile.cpus
     for name in plan.variants:
         variant = spec.variants[name]
-        restriction = parse_cpu_list(gathered.cpu_restriction) if gathered.cpu_restriction else None
-        server_cpus = cpus_for(variant.server.cpus, restriction) if variant.server else "(no server)"
+        server_cpus = placed(variant.server.cpus, restriction) if variant.server else "(no server)"
         conditions[f"{name} CPUs"] = (f"server {server_cpus or 'any'}, "
-                                      f"load {cpus_for(variant.load.cpus, restriction) or 'any'}")
-    if gathered.cpu_restriction:
-        conditions["CPU restriction (--cpus)"] = gathered.cpu_restriction
+                                      f"load {placed(variant.load.cpus, restriction) or 'any'}")
+    if restriction:
+        conditions["CPU restriction (--cpus)"] = str(restriction)
     if spec.link.delay_ms:
-        via = ("netem in the link" if proxy_delay(spec, gathered.links) is None
+        via = ("netem in the link" if preflight.proxy_delay(spec, gathered.links) is None
                else "harness/hosts/delay_proxy.py on the client host (no netem)")
         conditions["added delay"] = f"{spec.link.delay_ms:g} ms each way, by {via}"
     for key, value in spec.provision.sysctls.items():
@@ -217,16 +216,7 @@ def describe_conditions(spec, hosts_by_role, plan: Plan, gathered: Gathered) -> 
     return conditions
 
 
-def proxy_delay(spec, links: list[store.Link]) -> float | None:
-    """The experiment's delay, when the links lack netem to give it: the proxy adds it."""
-    if not spec.link.delay_ms:
-        return None
-    if links and all("netem" in link.description for link in links):
-        return None
-    return spec.link.delay_ms
-
-
-def run_notes(spec, hosts_by_role, gathered: Gathered) -> list[str]:
+def run_notes(spec, hosts_by_role, plan: Plan, gathered: Gathered) -> list[str]:
     """The report's notes: the experiment's own, then what this run adds (drift, an early stop,
     not applicable, the claim's ceiling on these CPUs, loopback, the harness's own cost)."""
     notes = list(spec.notes)
@@ -240,8 +230,8 @@ def run_notes(spec, hosts_by_role, gathered: Gathered) -> list[str]:
         notes.append(f"Not applicable here: {gathered.not_applicable}")
     if spec.claim.ceiling == "cpus" and gathered.topology:
         fewest = min((facts["cpus"] for facts in gathered.topology.values() if facts.get("cpus")), default=None)
-        if gathered.cpu_restriction:
-            fewest = len(parse_cpu_list(gathered.cpu_restriction))
+        if plan.profile.cpus:
+            fewest = len(plan.profile.cpus)
         if fewest:
             verdict = ("more than this host can give, so no run here can reproduce it"
                        if spec.claim.claimed_ratio > fewest else "within what this host can give")
@@ -284,7 +274,7 @@ def _manifest(spec, digest, experiment_path, inventory, hosts_by_role, plan, run
             sysctls_applied=dict(spec.provision.sysctls),
             settings_before=state.settings_before if state else {},
             state_notes=state.notes if state else {},
-            cpu_restriction=gathered.cpu_restriction,
+            cpu_restriction=str(plan.profile.cpus) if plan.profile.cpus else None,
             topology=gathered.topology or {},
             tools=gathered.tools or {},
         ),

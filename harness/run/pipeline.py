@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
+from harness.cpuset import CpuListError, CpuSet
 from harness.errors import HarnessError, Interrupted
 from harness.hosts.inventory import Inventory, load as load_inventory
-from harness.hosts.provision import DriftError, HostState, Provisioner
+from harness.hosts.provision import DriftError, Provisioner
 from harness.hosts.remote import HostSession
 from harness.results import analyse, store, verdicts
 from harness.results.store import RunDirectory
-from harness.run import collect, spec as spec_module
-from harness.run.execute import TrialSetting, parse_cpu_list, run_trial
-from harness.run.finish import Gathered, RunOutcome, now, proxy_delay, unique_hosts, write_results
+from harness.run import collect, preflight, spec as spec_module
+from harness.run.execute import TrialSetting, run_trial
+from harness.run.finish import Gathered, RunOutcome, now, unique_hosts, write_results
 from harness.run.interrupt import NoSignals, StopSignals
 from harness.run.plan import Plan, make_plan
 
@@ -43,16 +43,16 @@ class RunFailed(HarnessError):
 
 def run_experiment(experiment_path: str | Path, inventory_path: str | Path, out_dir: str | Path, quick: bool = False,
                    progress: Progress | None = None, signals: StopSignals | None = None, seed: int | None = None,
-                   target_half_width: float | None = None, cpus: str | None = None) -> RunOutcome:
+                   target_half_width: float | None = None, cpus: CpuSet | None = None) -> RunOutcome:
     """Run an experiment; `seed` fixes the trial order (random and recorded when None),
-    `target_half_width` overrides the experiment's adaptive target, `cpus` ("0", "0-1")
+    `target_half_width` overrides the experiment's adaptive target, `cpus` (--cpus "0", "0-1")
     restricts servers and load generators to those CPUs."""
     spec, digest = spec_module.load_with_digest(experiment_path)
     inventory = load_inventory(inventory_path)
     inventory.hosts_for(spec.roles)  # a missing role fails before a run directory exists
-    plan = make_plan(spec, quick, seed if seed is not None else secrets.randbelow(2**31), target_half_width)
+    plan = make_plan(spec, quick, seed if seed is not None else secrets.randbelow(2**31), target_half_width, cpus)
     run = RunDirectory.create(Path(out_dir), spec.claim.id)
-    gathered = Gathered(started=now(), trials=[], cpu_restriction=cpus)
+    gathered = Gathered(started=now(), trials=[])
     return _run(spec, digest, Path(experiment_path), inventory, plan, run, gathered, progress, signals)
 
 
@@ -73,10 +73,13 @@ def resume_experiment(run_dir: str | Path, inventory_path: str | Path, progress:
     if digest != experiment.sha256:
         raise HarnessError(f"{experiment_path}: changed since run {run.run_id} started (sha256 differs); "
                            "resuming would mix two experiments: start a new run")
-    plan = make_plan(spec, experiment.quick, manifest.order_seed, manifest.stopping.target_half_width)
+    try:
+        cpus = CpuSet.parse(manifest.hosts.cpu_restriction) if manifest.hosts.cpu_restriction is not None else None
+    except CpuListError as exc:
+        raise HarnessError(f"{run.path}: its manifest's hosts.cpu_restriction {exc}") from None
+    plan = make_plan(spec, experiment.quick, manifest.order_seed, manifest.stopping.target_half_width, cpus)
     trials = run.read_trials()
-    gathered = Gathered(started=manifest.started or now(), trials=trials, resumed_trials=len(trials),
-                        cpu_restriction=manifest.hosts.cpu_restriction)
+    gathered = Gathered(started=manifest.started or now(), trials=trials, resumed_trials=len(trials))
     return _run(spec, digest, experiment_path, load_inventory(inventory_path), plan, run, gathered, progress, signals)
 
 
@@ -105,14 +108,14 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
     with ExitStack() as stack:
         sessions = {host.name: stack.enter_context(HostSession(host)) for host in hosts}
         progress("stage", {"text": f"checking {', '.join(sessions)}"})
-        _check_reachable(sessions)
-        gathered.topology = _topology(sessions, run)
-        gathered.not_applicable = _unmet_requirements(spec, gathered.topology)
+        preflight.check_reachable(sessions)
+        gathered.topology = preflight.topology(sessions, run)
+        gathered.not_applicable = preflight.unmet_requirements(spec, gathered.topology)
         if gathered.not_applicable:
             gathered.stop_reason = "no trials ran: the hosts cannot test this claim"
             return
-        gathered.links = _describe_links(spec, hosts_by_role, sessions)
-        _check_ports_free(spec, hosts_by_role, sessions)
+        gathered.links = preflight.describe_links(spec, hosts_by_role, sessions)
+        preflight.check_ports_free(spec, hosts_by_role, sessions)
         provisioner = Provisioner(inventory.path.resolve(), [h.name for h in hosts], run.ansible,
                                   signals.cancel_requested)
         progress("stage", {"text": "recording host settings (ansible: snapshot)"})
@@ -128,11 +131,12 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
                 workspace, gathered.tools = provisioner.apply(
                     spec, spec_module.workload_dir(spec, experiment_path), hosts_by_role, plan.parameters, run.run_id)
             signals.check()
+            preflight.check_cpus(plan.profile.cpus, gathered.state)
             setting = TrialSetting(
                 spec=spec, hosts_by_role=hosts_by_role, sessions=sessions, workspace=workspace,
                 parameters=plan.parameters, workload_dir=spec_module.workload_dir(spec, experiment_path),
-                raw_dir=run.raw, proxy_delay_ms=proxy_delay(spec, gathered.links),
-                cpu_restriction=_restriction(gathered.cpu_restriction, gathered.state),
+                raw_dir=run.raw, proxy_delay_ms=preflight.proxy_delay(spec, gathered.links),
+                cpu_restriction=plan.profile.cpus,
             )
             progress("trials", {"total": plan.most_trials, "done": len(gathered.trials)})
 
@@ -217,87 +221,3 @@ def _half_widths(spec, plan: Plan, trials: list[store.Trial]) -> dict[tuple[str,
                                            claimed_ratio=spec.claim.claimed_ratio, better=spec.claim.better)
             widths[(pair.name, condition.label)] = verdict.half_width
     return widths
-
-
-TOPOLOGY_SCRIPT = r"""
-echo "cpus $(getconf _NPROCESSORS_ONLN)"
-echo "numa_nodes $(ls -d /sys/devices/system/node/node[0-9]* 2>/dev/null | wc -l)"
-echo "--- lscpu"; lscpu 2>/dev/null
-echo "--- NUMA nodes (cpulist)"
-for node in /sys/devices/system/node/node[0-9]*; do [ -d "$node" ] && echo "${node##*/}: $(cat "$node/cpulist")"; done
-if command -v numactl >/dev/null; then echo "--- numactl -H"; numactl -H 2>&1; fi
-if command -v hwloc-ls >/dev/null; then echo "--- hwloc-ls"; hwloc-ls --of console 2>&1; fi
-true
-"""
-
-
-def _topology(sessions: dict[str, HostSession], run: RunDirectory) -> dict[str, dict]:
-    """Each host's CPUs and NUMA nodes; the whole description is kept in raw/."""
-    topology = {}
-    for name, session in sessions.items():
-        text = session.shell(TOPOLOGY_SCRIPT, timeout=60, shown="read the CPU topology").stdout
-        store.write_atomically(run.topology_file(name), text)
-        counts = dict(line.split(" ", 1) for line in text.splitlines()[:2] if " " in line)
-        topology[name] = {key: int(counts[key]) if counts.get(key, "").strip().isdigit() else None
-                          for key in ("cpus", "numa_nodes")}
-    return topology
-
-
-def _unmet_requirements(spec, topology: dict[str, dict]) -> str | None:
-    """The first requirement of the experiment a host does not meet, said in words."""
-    for host, facts in topology.items():
-        for key, words in (("numa_nodes", "NUMA node"), ("cpus", "CPU")):
-            needed = getattr(spec.requires, key)
-            have = facts.get(key)
-            if needed is not None and have is not None and have < needed:
-                return (f"{host} has {have} {words}{'s' if have != 1 else ''}; the claim needs at least {needed} "
-                        f"(requires.{key}), so this host cannot test it. Its topology: raw/topology-{host}.txt.")
-    return None
-
-
-def _check_reachable(sessions: dict[str, HostSession]) -> None:
-    """Every host answers before anything is changed anywhere; checked in parallel
-    so that several dead hosts cost one connect timeout, not one each."""
-    with ThreadPoolExecutor(max_workers=min(16, len(sessions))) as pool:
-        futures = {name: pool.submit(session.run, ["true"], 30) for name, session in sessions.items()}
-    for future in futures.values():
-        future.result()  # raises the first host's HostError
-
-
-def _describe_links(spec, hosts_by_role, sessions: dict[str, HostSession]) -> list[store.Link]:
-    """How each load generator reaches its server: the route's device and its properties."""
-    links: dict[tuple[str, str], store.Link] = {}
-    for variant in spec.variants.values():
-        if variant.server is None:
-            continue
-        client = hosts_by_role[variant.load.role][0]
-        server = hosts_by_role[variant.server.role][0]
-        if (client.name, server.name) not in links:
-            description = collect.describe_link(sessions[client.name], server.service_address)
-            links[(client.name, server.name)] = store.Link(client.name, server.name, description)
-    return list(links.values())
-
-
-def _restriction(cpus: str | None, state: HostState | None) -> tuple[int, ...] | None:
-    """--cpus as CPU numbers, checked against every host's CPU count."""
-    if cpus is None:
-        return None
-    try:
-        restriction = parse_cpu_list(cpus)
-    except ValueError:
-        raise HarnessError(f"--cpus {cpus!r}: give CPU numbers and ranges, e.g. 0 or 0-1 or 0,2") from None
-    for host, fact in (state.facts if state else {}).items():
-        cores = fact.get("cores")
-        if isinstance(cores, int) and cores and max(restriction) >= cores:
-            raise HarnessError(f"{host}: --cpus {cpus} names CPU {max(restriction)}, but the host has {cores} CPUs")
-    return restriction
-
-
-def _check_ports_free(spec, hosts_by_role, sessions: dict[str, HostSession]) -> None:
-    for name, variant in spec.variants.items():
-        for host in hosts_by_role[variant.server.role][:1] if variant.server else ():
-            if sessions[host.name].port_in_use(variant.server.port, variant.server.protocol):
-                raise HarnessError(
-                    f"{host.name}: port {variant.server.port} (variants.{name}.server.port) is already in use; "
-                    "stop what listens there or pick another port"
-                )

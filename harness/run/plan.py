@@ -6,7 +6,8 @@ under one condition: start its server, run its load generator, stop the server.
 A round runs every variant under every condition once, in an order shuffled with
 a recorded seed, so that drift on the host and order effects (caches, a variant
 always following another) fall on all variants and conditions alike. Rounds
-repeat until the stopping rule says enough (see spec.Stopping).
+repeat until the stopping rule says enough (see spec.Stopping). The plan carries the
+resolved profile (spec.resolve_profile): parameters, sweep, stopping rule and CPUs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import itertools
 import random
 from dataclasses import dataclass, field
 
-from harness.run.spec import ExperimentSpec, Stopping, parameters_for, stopping_for, sweep_for
+from harness.cpuset import CpuSet
+from harness.run.spec import ExperimentSpec, Profile, Stopping, resolve_profile
 
 
 @dataclass(frozen=True)
@@ -48,16 +50,27 @@ class Trial:
 @dataclass(frozen=True)
 class Plan:
     variants: tuple[str, ...]
-    stopping: Stopping
-    parameters: dict
-    quick: bool
+    profile: Profile
     seed: int
-    conditions: tuple[Condition, ...] = field(default=(NO_SWEEP,))
+    conditions: tuple[Condition, ...] = field(default=(NO_SWEEP,))  # from profile.sweep
+
+    # The profile's parts that every stage asks for.
+    @property
+    def stopping(self) -> Stopping:
+        return self.profile.stopping
+
+    @property
+    def parameters(self) -> dict:
+        return self.profile.parameters
+
+    @property
+    def quick(self) -> bool:
+        return self.profile.quick
 
     @property
     def repetitions(self) -> int:
         """The rounds that always run."""
-        return self.stopping.minimum
+        return self.profile.repetitions
 
     @property
     def trials_per_round(self) -> int:
@@ -100,7 +113,10 @@ def conditions(sweep: dict[str, list]) -> tuple[Condition, ...]:
     return tuple(found)
 
 
-def make_plan(spec: ExperimentSpec, quick: bool, seed: int, target: float | None = None) -> Plan:
+def make_plan(spec: ExperimentSpec, quick: bool, seed: int, target: float | None = None,
+              cpus: CpuSet | None = None) -> Plan:
+    """The plan of a run with the full or quick profile; `target` and `cpus` come from the
+    command line (or, on resume, from the manifest of the run)."""
     variants = tuple(dict.fromkeys(name for pair in spec.pairs for name in (pair.baseline, pair.treatment)))
-    return Plan(variants=variants, stopping=stopping_for(spec, quick, target), parameters=parameters_for(spec, quick),
-                quick=quick, seed=seed, conditions=conditions(sweep_for(spec, quick)))
+    profile = resolve_profile(spec, quick, target, cpus)
+    return Plan(variants=variants, profile=profile, seed=seed, conditions=conditions(profile.sweep))

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from harness import resources
+from harness.cpuset import CpuListError, CpuSet
 from harness.errors import SpecError
 
 SCHEMA_VERSION = 1
@@ -31,7 +33,22 @@ CATALOG = resources.CATALOG
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 PositiveInt = Annotated[int, Field(gt=0)]
 Port = Annotated[int, Field(ge=1024, le=65535)]
-CpuList = Annotated[str, Field(pattern=r"^[0-9]+([-,][0-9]+)*$")]
+
+
+def _cpu_set(value: object) -> CpuSet:
+    """A CPU list field's text -> CpuSet; pydantic errors that _first_error words as the others."""
+    if isinstance(value, CpuSet):
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
+    try:
+        return CpuSet.parse(value)
+    except CpuListError as exc:
+        raise PydanticCustomError("cpu_list", "{message}", {"message": exc.message(quote='"')}) from None
+
+
+# Held as a CpuSet, written back (model_dump, Ansible's extra vars) as the text it was given as.
+CpuList = Annotated[CpuSet, PlainValidator(_cpu_set), PlainSerializer(str, return_type=str)]
 ParamValue = str | int | float
 # A swept value is one value of its name, or a mapping that sets several placeholders at
 # once (a delay and the call count that keeps a run short at that delay, say).
@@ -351,24 +368,6 @@ def workload_dir(spec: ExperimentSpec, experiment_path: str | Path) -> Path:
     return (Path(experiment_path).resolve().parent / spec.workload).resolve()
 
 
-def parameters_for(spec: ExperimentSpec, quick: bool) -> dict[str, ParamValue]:
-    params = dict(spec.parameters)
-    if quick:
-        params.update(spec.quick.parameters)
-    return params
-
-
-def sweep_for(spec: ExperimentSpec, quick: bool) -> dict[str, list[ParamValue]]:
-    sweep = {key: list(values) for key, values in spec.sweep.items()}
-    if quick:
-        sweep.update({key: list(values) for key, values in spec.quick.sweep.items()})
-    return sweep
-
-
-def repetitions_for(spec: ExperimentSpec, quick: bool) -> int:
-    return spec.quick.repetitions if quick and spec.quick.repetitions else spec.repetitions
-
-
 @dataclass(frozen=True)
 class Stopping:
     """When a run stops repeating: after `minimum` rounds, as soon as every pair's
@@ -381,20 +380,42 @@ class Stopping:
     budget_s: float | None
 
 
-def stopping_for(spec: ExperimentSpec, quick: bool, target: float | None = None) -> Stopping:
-    """The stopping rule; `target` (from the command line) overrides the experiment's.
+@dataclass(frozen=True)
+class Profile:
+    """The experiment as one run uses it: the full or the quick profile, with the command
+    line's overrides applied. Resolved once (resolve_profile); the plan carries it."""
 
-    A full run repeats adaptively up to adaptive.max_repetitions; a quick run does
-    its quick.repetitions only, unless quick.max_repetitions lets it go on."""
-    minimum = repetitions_for(spec, quick)
+    quick: bool
+    parameters: dict[str, ParamValue]  # fixed placeholders: the experiment's, quick's on top
+    sweep: dict[str, list]  # swept placeholders: quick's lists replace the full ones
+    stopping: Stopping
+    cpus: CpuSet | None = None  # `harness run --cpus`: the only CPUs servers and load generators may use
+
+    @property
+    def repetitions(self) -> int:
+        """The rounds that always run."""
+        return self.stopping.minimum
+
+
+def resolve_profile(spec: ExperimentSpec, quick: bool, target: float | None = None,
+                    cpus: CpuSet | None = None) -> Profile:
+    """The full or quick profile; `target` (from the command line) overrides the experiment's
+    adaptive target. A full run repeats adaptively up to adaptive.max_repetitions; a quick
+    run does its quick.repetitions only, unless quick.max_repetitions lets it go on."""
     adaptive = spec.adaptive
+    parameters = dict(spec.parameters)
+    sweep = {key: list(values) for key, values in spec.sweep.items()}
     if quick:
+        parameters.update(spec.quick.parameters)
+        sweep.update({key: list(values) for key, values in spec.quick.sweep.items()})
+        minimum = spec.quick.repetitions or spec.repetitions
         maximum = spec.quick.max_repetitions or minimum
         budget = spec.quick.time_budget_s or adaptive.time_budget_s
     else:
-        maximum, budget = adaptive.max_repetitions, adaptive.time_budget_s
-    return Stopping(minimum=minimum, maximum=max(minimum, maximum), target=target or adaptive.target_half_width,
-                    budget_s=budget)
+        minimum, maximum, budget = spec.repetitions, adaptive.max_repetitions, adaptive.time_budget_s
+    stopping = Stopping(minimum=minimum, maximum=max(minimum, maximum), target=target or adaptive.target_half_width,
+                        budget_s=budget)
+    return Profile(quick=quick, parameters=parameters, sweep=sweep, stopping=stopping, cpus=cpus)
 
 
 def placeholders(text: str) -> list[str]:
@@ -560,7 +581,7 @@ def _check_paths_and_placeholders(spec: ExperimentSpec, path: Path, shown: str, 
         check_template(("provision", "data", i, "size"), data.size)
         try:
             parse_size(fill(data.size, spec.parameters))
-            parse_size(fill(data.size, parameters_for(spec, quick=True)))
+            parse_size(fill(data.size, resolve_profile(spec, quick=True).parameters))
         except (ValueError, KeyError) as exc:
             fail(("provision", "data", i, "size"), str(exc))
     for name, variant in spec.variants.items():
