@@ -5,13 +5,24 @@ EXP ?= experiments/io_uring.yaml
 ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: run test clean
+.PHONY: run test lint clean
 
 run: $(STAMP)
 	$(VENV)/bin/harness run $(EXP) $(ARGS)
 
-test: $(STAMP) /usr/bin/chromedriver
+# Lint first: a finding fails `make test` before any test runs.
+test: lint /usr/bin/chromedriver
 	$(VENV)/bin/pytest $(ARGS)
+
+# Every linter runs, so one pass shows all findings; any finding fails the target.
+# Configured in pyproject.toml ([tool.ruff]) and .ansible-lint; ansible-lint wants the
+# venv's tools (ansible-playbook) first on PATH.
+lint: $(STAMP)
+	@status=0; \
+	$(VENV)/bin/ruff check || status=1; \
+	$(VENV)/bin/ruff format --check || status=1; \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint || status=1; \
+	exit $$status
 
 # The browser test's Chromium, installed by the harness's own playbook.
 /usr/bin/chromedriver: | $(STAMP)
@@ -23,8 +34,8 @@ $(VENV)/bin/python:
 
 $(STAMP): $(VENV)/bin/python pyproject.toml
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e .
+	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info .ruff_cache .ansible

@@ -23,10 +23,6 @@ from harness.cpuset import CpuListError, CpuSet
 from harness.errors import HarnessError, Interrupted
 from harness.run.interrupt import StopSignals
 
-PROJECT_ROOT = resources.PROJECT_ROOT
-DEFAULT_INVENTORY = PROJECT_ROOT / "inventory.ini"
-EXPERIMENTS = PROJECT_ROOT / "experiments"
-
 
 def _fail(error: HarnessError, status: int = 1) -> None:
     click.echo(f"error: {error}", err=True)
@@ -41,7 +37,8 @@ def main() -> None:
 
 @main.command()
 @click.argument("experiment", required=False)
-@click.option("--inventory", "inventory_path", default=str(DEFAULT_INVENTORY), show_default="inventory.ini",
+@click.option("--inventory", "inventory_path", default=lambda: str(resources.default_inventory()),
+              show_default="./inventory.ini, else localhost",
               help="Ansible inventory mapping the experiment's roles to hosts.")
 @click.option("--out", "out_dir", default="reports", show_default=True,
               help="Directory that receives the run directory <claim>-<time>-<id>/.")
@@ -186,7 +183,7 @@ def publish(reports_dir: str, site_dir: str) -> None:
 
 
 @main.command(name="list")
-@click.option("--dir", "directory", default=str(EXPERIMENTS), show_default="experiments/",
+@click.option("--dir", "directory", default=str(resources.CATALOG), show_default="experiments/",
               help="Folder of experiment files.")
 def list_experiments(directory: str) -> None:
     """Print the catalog: every experiment file and the claim it tests."""

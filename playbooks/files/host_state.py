@@ -10,10 +10,14 @@ second or two per host: each Ansible task costs about as much as this whole scri
                                  "sysctls": {key: {"value"} or {"error"}}}
     restore  {"before": {}, "sysctls": {key: value}, "workdir"}
                              -> {"settings": {after}, "actions": [...], "failures": {setting: why},
-                                 "sysctls": {key: {"after", "error"}}, "workdir_error"}
+                                 "sysctls": {key: {"after", "error", "written"}}, "workdir_error",
+                                 "changed"}
     tune     {"address", "net": {rps_cpus, ...}}
-                             -> {"device", "failures": {setting: why}} or {"skipped": why};
+                             -> {"device", "failures": {setting: why}, "changed"} or {"skipped": why, "changed"};
                                 exits 1 with one line on stderr if any value reads back otherwise
+
+"changed" says whether the script altered anything on the host (a value that differed, a workdir
+that was there): the playbooks report it to Ansible (changed_when).
 
 A setting is one string key and one string value, so that a snapshot and a
 later read compare key by key:
@@ -57,9 +61,13 @@ def main():
                   "sysctls": {key: read_sysctl(key) for key in given.get("sysctl_keys", [])},
                   "nic": describe_nic(given.get("address"))}
     elif mode == "restore":
+        workdir = given.get("workdir") or ""
+        had_workdir = bool(workdir) and os.path.lexists(workdir)
         result = restore(given.get("before", {}))
         result["sysctls"] = restore_sysctls(given.get("sysctls", {}))
-        result["workdir_error"] = remove_workdir(given.get("workdir") or "")
+        result["workdir_error"] = remove_workdir(workdir)
+        result["changed"] = (bool(result["actions"]) or any(item["written"] for item in result["sysctls"].values())
+                             or (had_workdir and not os.path.lexists(workdir)))
     elif mode == "tune":
         result = tune(given["address"], given["net"])
     else:
@@ -118,7 +126,7 @@ def read_settings(address=None):
         if have_ethtool:
             for feature, value in read_offloads(device).items():
                 settings[f"ethtool -k {device} {feature}"] = value
-    settings["nftables table %s %s" % NFT_TABLE] = "present" if nft_table_exists() else "absent"
+    settings["nftables table {} {}".format(*NFT_TABLE)] = "present" if nft_table_exists() else "absent"
     return settings, notes
 
 
@@ -141,7 +149,8 @@ def write_file(path, value):
 
 def run(argv):
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        # The caller reads the exit status: a failing tool is reported, not raised.
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.SubprocessError) as exc:
         return subprocess.CompletedProcess(argv, 127, "", str(exc))
 
@@ -188,8 +197,8 @@ def read_channels(device):
 def read_channel_maximums(device):
     result = run(["ethtool", "-l", device])
     section = result.stdout.split("Pre-set maximums:")[-1].split("Current hardware settings:")[0]
-    return dict((name.lower(), value) for name, value in re.findall(r"^(RX|TX|Other|Combined):\s*(\S+)",
-                                                                     section, re.MULTILINE))
+    pairs = re.findall(r"^(RX|TX|Other|Combined):\s*(\S+)", section, re.MULTILINE)
+    return {name.lower(): value for name, value in pairs}
 
 
 def read_offloads(device):
@@ -228,14 +237,15 @@ def restore_sysctls(wanted):
     """Set each sysctl whose words differ from the snapshot's; read each again."""
     result = {}
     for key, value in wanted.items():
-        error = ""
+        error, written = "", False
         now = read_sysctl(key)
         if "value" not in now or now["value"].split() != value.split():
-            written = run(["sysctl", "-w", f"{key}={' '.join(value.split())}"])
-            if written.returncode != 0:
-                error = last_line(written.stderr) or last_line(written.stdout) or "sysctl -w failed"
+            attempt = run(["sysctl", "-w", f"{key}={' '.join(value.split())}"])
+            written = attempt.returncode == 0
+            if not written:
+                error = last_line(attempt.stderr) or last_line(attempt.stdout) or "sysctl -w failed"
         after = read_sysctl(key)
-        result[key] = {"after": after.get("value"), "error": error or after.get("error", "")}
+        result[key] = {"after": after.get("value"), "error": error or after.get("error", ""), "written": written}
     return result
 
 
@@ -291,7 +301,7 @@ def restore(before):
                 if wanted != "absent":
                     raise RestoreFailed("the table was there before the run and has been removed or changed")
                 check(["nft", "delete", "table", *NFT_TABLE])
-                actions.append("deleted nftables table %s %s" % NFT_TABLE)
+                actions.append("deleted nftables table {} {}".format(*NFT_TABLE))
             else:
                 raise RestoreFailed("the harness does not know how to put this back")
         except RestoreFailed as exc:
@@ -317,7 +327,8 @@ def check(argv):
     result = run(argv)
     if result.returncode != 0:
         lines = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-        raise RestoreFailed(f"`{' '.join(argv)}` failed: {lines[-1] if lines else 'exit status %d' % result.returncode}")
+        why = lines[-1] if lines else f"exit status {result.returncode}"
+        raise RestoreFailed(f"`{' '.join(argv)}` failed: {why}")
 
 
 def restore_qdiscs(device, wanted, current):
@@ -372,10 +383,12 @@ def tune(address, net):
     if device is None:
         raise SystemExit(f"no network device of this host holds the service address {address}")
     if device == "lo":
-        return {"skipped": f"the service address {address} is on lo: provision.net is not applied to loopback"}
-    failures, wrote = {}, {}
+        return {"skipped": f"the service address {address} is on lo: provision.net is not applied to loopback",
+                "changed": False}
+    failures, wrote, before = {}, {}, {}
 
     def put(path, value):
+        before[path] = read_file(path)
         try:
             write_file(path, value)
             wrote[path] = value
@@ -389,6 +402,7 @@ def tune(address, net):
             failures[key] = "ethtool is not installed"
         else:
             maximums = read_channel_maximums(device)
+            before[key] = read_channels(device)
             names = ["combined"] if maximums.get("combined", "n/a").isdigit() else ["rx", "tx"]
             argv = ["ethtool", "-L", device]
             for name in names:
@@ -399,7 +413,8 @@ def tune(address, net):
                 failures[key] = f"{exc} (maximums: {', '.join(f'{k}={v}' for k, v in sorted(maximums.items()))})"
             channels = dict(pair.partition("=")[::2] for pair in read_channels(device).split())
             if key not in failures and any(channels.get(name) != str(net["channels"]) for name in names):
-                failures[key] = f"reads '{read_channels(device)}' after setting {' and '.join(names)} to {net['channels']}"
+                failures[key] = (f"reads '{read_channels(device)}' after setting {' and '.join(names)} "
+                                 f"to {net['channels']}")
     queues = f"/sys/class/net/{device}/queues"
     for field, pattern in (("rps_cpus", "rx-*/rps_cpus"), ("rps_flow_cnt", "rx-*/rps_flow_cnt"),
                            ("xps_cpus", "tx-*/xps_cpus")):
@@ -434,7 +449,11 @@ def tune(address, net):
         if not same_value(path, value, now):
             hint = " (the kernel rounds it up to a power of two)" if path.endswith(("flow_cnt", "flow_entries")) else ""
             failures[path] = f"reads {now} after writing {value}{hint}"
-    return {"device": device, "failures": failures}
+    changed = any(not same_value(path, value, before[path]) for path, value in wrote.items())
+    channels_key = f"ethtool -l {device}"
+    if channels_key in before and read_channels(device) != before[channels_key]:
+        changed = True
+    return {"device": device, "failures": failures, "changed": changed}
 
 
 def same_value(path, written, read):
@@ -501,9 +520,9 @@ def device_irqs(device):
     with open("/proc/interrupts") as handle:
         for line in handle:
             fields = line.split()
-            if fields and fields[0].rstrip(":").isdigit() and fields[-1]:
-                if any(re.match(rf"^{re.escape(name)}([-_:.@]|$)", fields[-1]) for name in names):
-                    irqs.add(int(fields[0].rstrip(":")))
+            if (fields and fields[0].rstrip(":").isdigit() and fields[-1]
+                    and any(re.match(rf"^{re.escape(name)}([-_:.@]|$)", fields[-1]) for name in names)):
+                irqs.add(int(fields[0].rstrip(":")))
     return sorted(irq for irq in irqs if os.path.exists(f"/proc/irq/{irq}/smp_affinity_list"))
 
 
