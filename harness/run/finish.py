@@ -309,7 +309,10 @@ def _version(package: str) -> str | None:
 
 
 def _git_commit() -> str | None:
-    root = str(resources.PROJECT_ROOT)
+    """The checkout's commit (+dirty); None for an installed harness, which has no checkout."""
+    if resources.CHECKOUT is None:
+        return None
+    root = str(resources.CHECKOUT)
     try:
         result = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         # --no-optional-locks: a plain `git status` takes .git/index.lock, a write outside the run.
