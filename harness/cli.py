@@ -22,6 +22,7 @@ from harness import resources
 from harness.cpuset import CpuListError, CpuSet
 from harness.errors import HarnessError, Interrupted
 from harness.run.interrupt import StopSignals
+from harness.run.spec_source import shown_path
 
 
 def _fail(error: HarnessError, status: int = 1) -> None:
@@ -191,7 +192,7 @@ def list_experiments(directory: str) -> None:
     if not files:
         _fail(HarnessError(f"{directory}: no experiment files (*.yaml)"))
     for path, spec in _each_loaded(files):
-        click.echo(f"{spec.claim.id:<26} {spec.claim.claimed_ratio:>5g}x  {_shown(path)}  {spec.claim.statement}")
+        click.echo(f"{spec.claim.id:<26} {spec.claim.claimed_ratio:>5g}x  {shown_path(path)}  {spec.claim.statement}")
 
 
 # --- harness lab: hosts in network namespaces on this machine ------------------------
@@ -339,13 +340,6 @@ def _each_loaded(paths):
             continue
         yield path, spec
     sys.exit(1 if failed else 0)
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 class _ProgressDisplay:

@@ -22,7 +22,7 @@ import yaml
 
 from harness.hosts import inventory
 from harness.errors import InventoryError
-from harness.run.spec import fill
+from harness.run.placeholders import fill
 from tests.conftest import HARNESS, ROOT
 
 BAD = ROOT / "tests" / "fixtures" / "bad"

@@ -1,6 +1,7 @@
 from harness.cpuset import CpuSet
 from harness.run import spec
 from harness.run.plan import make_plan
+from harness.run.profile import resolve_profile
 from tests.conftest import ROOT
 
 NAMES = ["python_readwrite", "python_sendfile", "nginx_sendfile_off", "nginx_sendfile_on"]
@@ -46,7 +47,7 @@ def test_stopping_rule_without_and_with_a_target():
 def test_the_plan_carries_the_resolved_profile():
     loaded = sendfile()
     plan = make_plan(loaded, quick=True, seed=3, target=0.02, cpus=CpuSet.parse("0-1"))
-    assert plan.profile == spec.resolve_profile(loaded, quick=True, target=0.02, cpus=CpuSet.parse("0-1"))
+    assert plan.profile == resolve_profile(loaded, quick=True, target=0.02, cpus=CpuSet.parse("0-1"))
     assert plan.quick and plan.parameters is plan.profile.parameters and plan.stopping is plan.profile.stopping
     assert plan.repetitions == plan.profile.repetitions == 5
     assert str(plan.profile.cpus) == "0-1"

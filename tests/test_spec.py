@@ -5,6 +5,8 @@ import pytest
 from harness.cpuset import CpuSet
 from harness.errors import SpecError
 from harness.run import spec
+from harness.run.placeholders import parse_size
+from harness.run.profile import resolve_profile
 from tests.conftest import ROOT
 
 
@@ -31,9 +33,9 @@ def test_the_sendfile_experiment_loads():
     # the YAML merge key gives the sendfile variant the readwrite server's role and CPUs
     assert loaded.variants["python_sendfile"].server.cpus == CpuSet((0,))
     assert loaded.variants["python_sendfile"].server.port == 18082
-    assert spec.resolve_profile(loaded, quick=True).parameters["file_size"] == "256MiB"
-    assert spec.resolve_profile(loaded, quick=False).parameters["file_size"] == "1GiB"
-    assert spec.resolve_profile(loaded, quick=True).repetitions == 5
+    assert resolve_profile(loaded, quick=True).parameters["file_size"] == "256MiB"
+    assert resolve_profile(loaded, quick=False).parameters["file_size"] == "1GiB"
+    assert resolve_profile(loaded, quick=True).repetitions == 5
 
 
 def test_unknown_key_names_file_line_and_field(experiment_copy):
@@ -108,13 +110,13 @@ def test_missing_file(tmp_path):
 
 @pytest.mark.parametrize("text, size", [("1GiB", 1 << 30), ("256MiB", 256 << 20), ("7B", 7)])
 def test_parse_size(text, size):
-    assert spec.parse_size(text) == size
+    assert parse_size(text) == size
 
 
 @pytest.mark.parametrize("text", ["0MiB", "1GB", "-1MiB", "1.5GiB", ""])
 def test_parse_size_rejects(text):
     with pytest.raises(ValueError):
-        spec.parse_size(text)
+        parse_size(text)
 
 
 def test_a_source_may_not_leave_the_workload_folder(experiment_copy):
@@ -156,8 +158,8 @@ def test_a_cpu_list_field_holds_a_cpu_set_and_writes_back_its_text(experiment_co
 
 def test_the_quick_profile_is_resolved_in_one_place():
     loaded = spec.load(ROOT / "experiments" / "sendfile.yaml")
-    full, quick = spec.resolve_profile(loaded, quick=False), spec.resolve_profile(loaded, quick=True, target=0.02,
-                                                                                   cpus=CpuSet.parse("0-1"))
+    full, quick = resolve_profile(loaded, quick=False), resolve_profile(loaded, quick=True, target=0.02,
+                                                                        cpus=CpuSet.parse("0-1"))
     assert (full.quick, quick.quick) == (False, True)
     assert (full.parameters["file_size"], quick.parameters["file_size"]) == ("1GiB", "256MiB")
     assert set(quick.parameters) == set(loaded.parameters)  # quick overrides, never adds
@@ -171,6 +173,6 @@ def test_a_quick_sweep_replaces_the_full_lists_and_quick_max_repetitions_lets_it
     loaded = loaded.model_copy(update={
         "sweep": {"connections": [1, 8, 64]},
         "quick": loaded.quick.model_copy(update={"sweep": {"connections": [8]}, "max_repetitions": 9})})
-    full, quick = spec.resolve_profile(loaded, quick=False), spec.resolve_profile(loaded, quick=True)
+    full, quick = resolve_profile(loaded, quick=False), resolve_profile(loaded, quick=True)
     assert full.sweep == {"connections": [1, 8, 64]} and quick.sweep == {"connections": [8]}
     assert (quick.stopping.minimum, quick.stopping.maximum) == (5, 9)

@@ -40,6 +40,7 @@ from ansible_runner.exceptions import AnsibleRunnerException, ConfigurationError
 
 from harness import resources
 from harness.run import spec as spec_module
+from harness.run.placeholders import fill, parse_size
 from harness.errors import HostError, Interrupted, ProvisionError, SpecError
 from harness.hosts.inventory import Host, ansible_tool
 
@@ -268,7 +269,7 @@ class Provisioner:
         data_by_host: dict[str, list] = {name: [] for name in self.host_names}
         for data in provision.data:
             try:
-                size = spec_module.parse_size(spec_module.fill(data.size, parameters))
+                size = parse_size(fill(data.size, parameters))
             except KeyError as exc:
                 raise SpecError(f"provision.data {data.name}: size {data.size!r} needs parameter {exc}") from None
             except ValueError as exc:

@@ -28,7 +28,8 @@ from harness.hosts.linkdelay import start_delay_proxy
 from harness.run.plan import Trial
 from harness.hosts.provision import Workspace
 from harness.hosts.remote import Background, HostSession
-from harness.run.spec import DELAY_KEY, LOSS_KEY, ExperimentSpec, Variant, fill
+from harness.run.placeholders import DELAY_KEY, LOSS_KEY, fill
+from harness.run.spec import ExperimentSpec, Variant
 
 TIMEOUT_EXIT = 124  # coreutils timeout's status when the time ran out
 PROXY_ADDRESS = "127.0.0.1"  # the delay proxy listens on the client host's loopback

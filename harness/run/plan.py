@@ -6,8 +6,8 @@ under one condition: start its server, run its load generator, stop the server.
 A round runs every variant under every condition once, in an order shuffled with
 a recorded seed, so that drift on the host and order effects (caches, a variant
 always following another) fall on all variants and conditions alike. Rounds
-repeat until the stopping rule says enough (see spec.Stopping). The plan carries the
-resolved profile (spec.resolve_profile): parameters, sweep, stopping rule and CPUs.
+repeat until the stopping rule says enough (see profile.Stopping). The plan carries the
+resolved profile (profile.resolve_profile): parameters, sweep, stopping rule and CPUs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import random
 from dataclasses import dataclass, field
 
 from harness.cpuset import CpuSet
-from harness.run.spec import ExperimentSpec, Profile, Stopping, resolve_profile
+from harness.run.profile import Profile, Stopping, resolve_profile
+from harness.run.spec import ExperimentSpec
 
 
 @dataclass(frozen=True)

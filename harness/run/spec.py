@@ -6,29 +6,27 @@ of the offending key and the dotted field path, e.g.
 
     experiments/x.yaml:14: variants.fast.server.port: Input should be a valid integer
 
-The README documents every field; tests/test_docs.py keeps the two in step.
+Reading the file and wording errors is spec_source's; the checks that need the file's
+location (workload paths, placeholders, Jinja) are spec_checks'. The README documents every
+field; tests/test_docs.py keeps the two in step.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-import re
-import string
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from harness import resources
 from harness.cpuset import CpuListError, CpuSet
 from harness.errors import SpecError
+from harness.run.placeholders import DELAY_KEY, LOSS_KEY, RUNTIME_PLACEHOLDERS, swept_names
+from harness.run.spec_checks import check_paths_and_placeholders
+from harness.run.spec_source import Located, first_error, read_source
 
 SCHEMA_VERSION = 1
-PROJECT_ROOT = resources.PROJECT_ROOT
-CATALOG = resources.CATALOG
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -36,7 +34,7 @@ Port = Annotated[int, Field(ge=1024, le=65535)]
 
 
 def _cpu_set(value: object) -> CpuSet:
-    """A CPU list field's text -> CpuSet; pydantic errors that _first_error words as the others."""
+    """A CPU list field's text -> CpuSet; pydantic errors that first_error words as the others."""
     if isinstance(value, CpuSet):
         return value
     if not isinstance(value, str):
@@ -248,19 +246,19 @@ class ExperimentSpec(Model):
         roles = set(self.roles)
         for where, role in self._role_uses():
             if role not in roles:
-                raise _Located(where + ("role",), f"role {role!r} is not in roles ({', '.join(sorted(roles))})")
+                raise Located(where + ("role",), f"role {role!r} is not in roles ({', '.join(sorted(roles))})")
         for i, pair in enumerate(self.pairs):
             for side in ("baseline", "treatment"):
                 if getattr(pair, side) not in self.variants:
-                    raise _Located(("pairs", i, side), f"no variant named {getattr(pair, side)!r}")
+                    raise Located(("pairs", i, side), f"no variant named {getattr(pair, side)!r}")
             if pair.baseline == pair.treatment:
-                raise _Located(("pairs", i, "treatment"), "baseline and treatment must differ")
+                raise Located(("pairs", i, "treatment"), "baseline and treatment must differ")
         for key in self.quick.parameters:
             if key not in self.parameters:
-                raise _Located(("quick", "parameters", key), f"{key!r} is not in parameters")
+                raise Located(("quick", "parameters", key), f"{key!r} is not in parameters")
         for key in self.quick.sweep:
             if key not in self.sweep:
-                raise _Located(("quick", "sweep", key), f"{key!r} is not in sweep")
+                raise Located(("quick", "sweep", key), f"{key!r} is not in sweep")
         for where, sweep in (("sweep",), self.sweep), (("quick", "sweep"), self.quick.sweep):
             for key, values in sweep.items():
                 _check_swept(where + (key,), key, values, self.parameters)
@@ -270,12 +268,12 @@ class ExperimentSpec(Model):
                  for name, v in self.variants.items() if v.net}
         if len(set(tuned.values())) > 1:
             name = min(tuned, key=lambda n: len(tuned[n]))
-            raise _Located(("variants", name, "net"),
-                           "every variant that sets net must set the same fields, or a trial would inherit the "
-                           f"last variant's settings ({name} sets {', '.join(tuned[name]) or 'none'}; "
-                           f"others set {', '.join(max(tuned.values(), key=len))})")
+            raise Located(("variants", name, "net"),
+                          "every variant that sets net must set the same fields, or a trial would inherit the "
+                          f"last variant's settings ({name} sets {', '.join(tuned[name]) or 'none'}; "
+                          f"others set {', '.join(max(tuned.values(), key=len))})")
         if self.link.delay_ms and any(DELAY_KEY in swept_names(k, v) for k, v in self.sweep.items()):
-            raise _Located(("link", "delay_ms"), "the delay is swept (sweep.delay_ms); drop link.delay_ms")
+            raise Located(("link", "delay_ms"), "the delay is swept (sweep.delay_ms); drop link.delay_ms")
         return self
 
     def _role_uses(self):
@@ -291,46 +289,24 @@ class ExperimentSpec(Model):
                 yield ("variants", name, "result"), variant.result.role
 
 
-def swept_names(key: str, values: list) -> list[str]:
-    """The placeholders a sweep entry sets: its own name, or the keys of its mappings."""
-    return list(values[0]) if isinstance(values[0], dict) else [key]
-
-
 def _check_swept(where: tuple, key: str, values: list, parameters: dict) -> None:
     mappings = [value for value in values if isinstance(value, dict)]
     if mappings and (len(mappings) != len(values) or any(not m or set(m) != set(mappings[0]) for m in mappings)):
-        raise _Located(where, "give every value as a mapping with the same keys, or none as a mapping")
+        raise Located(where, "give every value as a mapping with the same keys, or none as a mapping")
     names = swept_names(key, values)
     for name in names:
         if name in parameters:
-            raise _Located(where, f"{name!r} is both a parameter and swept; keep one")
+            raise Located(where, f"{name!r} is both a parameter and swept; keep one")
         if name in RUNTIME_PLACEHOLDERS:
-            raise _Located(where, f"{name!r} is a placeholder the harness fills; pick another name")
+            raise Located(where, f"{name!r} is a placeholder the harness fills; pick another name")
     for name in names:
         column = [value[name] for value in mappings] if mappings else values
         if name == DELAY_KEY and not all(isinstance(v, (int, float)) and 0 <= v <= 10000 for v in column):
-            raise _Located(where, "delay_ms values must be numbers of milliseconds from 0 to 10000")
+            raise Located(where, "delay_ms values must be numbers of milliseconds from 0 to 10000")
         if name == LOSS_KEY and not all(isinstance(v, (int, float)) and 0 <= v < 100 for v in column):
-            raise _Located(where, "loss_percent values must be numbers from 0 to below 100")
+            raise Located(where, "loss_percent values must be numbers from 0 to below 100")
     if len({str(value) for value in values}) != len(values):
-        raise _Located(where, "a value is listed twice")
-
-
-class _Located(ValueError):
-    """A cross-field error that knows which field it is about."""
-
-    def __init__(self, path: tuple, message: str):
-        super().__init__(message)
-        self.path = path
-
-
-# Placeholders a command, config var or data size may use besides the parameters.
-RUNTIME_PLACEHOLDERS = frozenset({"workdir", "workload", "bin", "data", "port", "server_address", "config", "python",
-                                  "load_seconds"})
-# A swept parameter with this name is the one-way delay (ms) the delay proxy adds in that condition.
-DELAY_KEY = "delay_ms"
-# ... and with this name, the share of packets (%) dropped each way at the server's port.
-LOSS_KEY = "loss_percent"
+        raise Located(where, "a value is listed twice")
 
 
 def load(path: str | Path) -> ExperimentSpec:
@@ -340,276 +316,14 @@ def load(path: str | Path) -> ExperimentSpec:
 
 
 def load_with_digest(path: str | Path) -> tuple[ExperimentSpec, str]:
-    path = Path(path)
-    shown = _shown(path)
+    source = read_source(Path(path))
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SpecError(f"{shown}: no such file") from None
-    except OSError as exc:
-        raise SpecError(f"{shown}: cannot read: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise SpecError(f"{shown}:{line}: not UTF-8 text") from None
-    data, lines = _parse_yaml(text, shown)
-    if not isinstance(data, dict):
-        raise SpecError(f"{shown}:1: the file must hold a mapping (claim:, roles:, variants: ...), not {_kind(data)}")
-    try:
-        spec = ExperimentSpec.model_validate(data)
+        spec = ExperimentSpec.model_validate(source.data)
     except ValidationError as exc:
-        raise SpecError(_first_error(exc, shown, lines)) from None
-    _check_paths_and_placeholders(spec, path, shown, lines)
-    return spec, hashlib.sha256(raw).hexdigest()
+        raise SpecError(first_error(exc, source)) from None
+    check_paths_and_placeholders(spec, workload_dir(spec, source.path), source)
+    return spec, hashlib.sha256(source.raw).hexdigest()
 
 
 def workload_dir(spec: ExperimentSpec, experiment_path: str | Path) -> Path:
     return (Path(experiment_path).resolve().parent / spec.workload).resolve()
-
-
-@dataclass(frozen=True)
-class Stopping:
-    """When a run stops repeating: after `minimum` rounds, as soon as every pair's
-    interval half-width is within `target` (if set), at `maximum` rounds, or when
-    the trials have used `budget_s` seconds."""
-
-    minimum: int
-    maximum: int
-    target: float | None
-    budget_s: float | None
-
-
-@dataclass(frozen=True)
-class Profile:
-    """The experiment as one run uses it: the full or the quick profile, with the command
-    line's overrides applied. Resolved once (resolve_profile); the plan carries it."""
-
-    quick: bool
-    parameters: dict[str, ParamValue]  # fixed placeholders: the experiment's, quick's on top
-    sweep: dict[str, list]  # swept placeholders: quick's lists replace the full ones
-    stopping: Stopping
-    cpus: CpuSet | None = None  # `harness run --cpus`: the only CPUs servers and load generators may use
-
-    @property
-    def repetitions(self) -> int:
-        """The rounds that always run."""
-        return self.stopping.minimum
-
-
-def resolve_profile(spec: ExperimentSpec, quick: bool, target: float | None = None,
-                    cpus: CpuSet | None = None) -> Profile:
-    """The full or quick profile; `target` (from the command line) overrides the experiment's
-    adaptive target. A full run repeats adaptively up to adaptive.max_repetitions; a quick
-    run does its quick.repetitions only, unless quick.max_repetitions lets it go on."""
-    adaptive = spec.adaptive
-    parameters = dict(spec.parameters)
-    sweep = {key: list(values) for key, values in spec.sweep.items()}
-    if quick:
-        parameters.update(spec.quick.parameters)
-        sweep.update({key: list(values) for key, values in spec.quick.sweep.items()})
-        minimum = spec.quick.repetitions or spec.repetitions
-        maximum = spec.quick.max_repetitions or minimum
-        budget = spec.quick.time_budget_s or adaptive.time_budget_s
-    else:
-        minimum, maximum, budget = spec.repetitions, adaptive.max_repetitions, adaptive.time_budget_s
-    stopping = Stopping(minimum=minimum, maximum=max(minimum, maximum), target=target or adaptive.target_half_width,
-                        budget_s=budget)
-    return Profile(quick=quick, parameters=parameters, sweep=sweep, stopping=stopping, cpus=cpus)
-
-
-def placeholders(text: str) -> list[str]:
-    """Names of the {placeholders} in a template string."""
-    return [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
-
-
-def fill(text: str, values: dict[str, object]) -> str:
-    """Fill {placeholders}; the result is one argv word, never parsed by a shell."""
-    return text.format_map(values)
-
-
-_SIZE = re.compile(r"^([0-9]+)(B|KiB|MiB|GiB)$")
-_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
-
-
-def parse_size(text: str) -> int:
-    match = _SIZE.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise ValueError(f"size {text!r} must be a positive whole number of B, KiB, MiB or GiB, e.g. 256MiB")
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-# --- YAML with line numbers -------------------------------------------------
-
-
-def _parse_yaml(text: str, shown: str) -> tuple[object, dict[tuple, int]]:
-    """Parse YAML and map each field path to the line it stands on (1-based)."""
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            lines: dict[tuple, int] = {}
-            if node is not None:
-                # Before construction: constructing flattens '<<' merges into the node.
-                _record_lines(node, (), lines, shown)
-                data = loader.construct_document(node)
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise SpecError(f"{shown}:{line}: YAML syntax error: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{shown}: YAML error: {exc}") from None
-    if node is None:
-        raise SpecError(f"{shown}:1: the file is empty")
-    return data, lines
-
-
-def _record_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], shown: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.start_mark)
-            if key == "<<":  # a merge: its keys keep the lines of the anchor they come from
-                continue
-            if key in seen:
-                raise SpecError(f"{shown}:{key_node.start_mark.line + 1}: {_dotted(path + (key,))}: duplicate key")
-            seen.add(key)
-            lines[path + (key,)] = key_node.start_mark.line + 1
-            _record_lines(value_node, path + (key,), lines, shown)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines[path + (index,)] = item.start_mark.line + 1
-            _record_lines(item, path + (index,), lines, shown)
-
-
-def _line_of(path: tuple, lines: dict[tuple, int]) -> int:
-    while path:
-        if path in lines:
-            return lines[path]
-        path = path[:-1]
-    return 1
-
-
-def _dotted(path: tuple) -> str:
-    return ".".join(str(part) for part in path) or "(top level)"
-
-
-def _first_error(exc: ValidationError, shown: str, lines: dict[tuple, int]) -> str:
-    error = exc.errors()[0]
-    if isinstance(error.get("ctx", {}).get("error"), _Located):
-        located = error["ctx"]["error"]
-        return f"{shown}:{_line_of(located.path, lines)}: {_dotted(located.path)}: {located}"
-    # pydantic adds the union member's type name to the path ("str", "int"); drop those.
-    path = tuple(p for p in error["loc"]
-                 if not (isinstance(p, str) and p in {"str", "int", "float", "ConfigFile", "Adaptive"}))
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown field (see the README's experiment file format)"
-    elif error["type"] == "missing":
-        message = "required field is missing"
-    elif "input" in error and error["type"].endswith("_type"):
-        message = f"{message}, got {_kind(error['input'])}"
-    return f"{shown}:{_line_of(path, lines)}: {_dotted(path)}: {message}"
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "nothing"
-    return {dict: "a mapping", list: "a list", str: "text", bool: "a boolean", int: "a number", float: "a number"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-# --- checks that need the file's location --------------------------------------
-
-
-def _check_paths_and_placeholders(spec: ExperimentSpec, path: Path, shown: str, lines: dict) -> None:
-    def fail(field: tuple, message: str):
-        raise SpecError(f"{shown}:{_line_of(field, lines)}: {_dotted(field)}: {message}")
-
-    # Text that Ansible receives as extra vars is evaluated as Jinja there: "{{ lookup('pipe', ...) }}"
-    # would run a command on the controller. None of these fields has a use for Jinja.
-    for field, text in _ansible_bound_text(spec):
-        if any(mark in text for mark in JINJA_MARKS):
-            fail(field, f"{text!r} holds Jinja delimiters ({', '.join(JINJA_MARKS)}); this text goes to Ansible, "
-                        "which would evaluate them")
-    workload = workload_dir(spec, path)
-    if not _inside(workload, path.resolve().parent):
-        fail(("workload",), f"{spec.workload!r} leaves the experiment's folder; keep workloads beside it")
-    if not workload.is_dir():
-        fail(("workload",), f"no folder {workload}")
-
-    def check_workload_file(field: tuple, name: str):
-        if not _inside((workload / name).absolute(), workload) or ".." in Path(name).parts:
-            fail(field, f"{name!r} leaves the workload folder")
-        # A file in the workload folder may be a symlink into the catalog (a client that
-        # several experiments share); provisioning copies what it points to.
-        target = (workload / name).resolve()
-        if not (_inside(target, workload) or _inside(target, CATALOG)):
-            fail(field, f"{name!r} links outside the workload folder and {CATALOG.name}/")
-        if not target.is_file():
-            fail(field, f"no file {name!r} in {spec.workload}/")
-
-    for i, build in enumerate(spec.provision.builds):
-        for j, source in enumerate(build.sources):
-            check_workload_file(("provision", "builds", i, "sources", j), source)
-
-    known = (set(spec.parameters) | {name for key, values in spec.sweep.items() for name in swept_names(key, values)}
-             | RUNTIME_PLACEHOLDERS)
-
-    def check_template(field: tuple, text: str):
-        try:
-            names = placeholders(text)
-        except ValueError as exc:
-            fail(field, f"bad placeholder in {text!r}: {exc}")
-        for name in names:
-            if name == "load_seconds" and field[2:3] != ("result",):
-                fail(field, "{load_seconds} is known only after the load, in a variant's result command")
-            if name not in known:
-                fail(field, f"unknown placeholder {{{name}}}; known: {', '.join(sorted(known))}")
-
-    for i, data in enumerate(spec.provision.data):
-        check_template(("provision", "data", i, "size"), data.size)
-        try:
-            parse_size(fill(data.size, spec.parameters))
-            parse_size(fill(data.size, resolve_profile(spec, quick=True).parameters))
-        except (ValueError, KeyError) as exc:
-            fail(("provision", "data", i, "size"), str(exc))
-    for name, variant in spec.variants.items():
-        for part in ("server", "load", "result"):
-            for i, word in enumerate(getattr(variant, part).command if getattr(variant, part) else ()):
-                check_template(("variants", name, part, "command", i), word)
-        if variant.server and variant.server.config:
-            check_workload_file(("variants", name, "server", "config", "template"), variant.server.config.template)
-            for key, value in variant.server.config.vars.items():
-                if isinstance(value, str):
-                    check_template(("variants", name, "server", "config", "vars", key), value)
-
-
-JINJA_MARKS = ("{{", "{%", "{#")
-
-
-def _ansible_bound_text(spec: ExperimentSpec):
-    """(field path, text) for every string of the experiment that provisioning hands to Ansible."""
-    yield ("workload",), spec.workload
-    for i, build in enumerate(spec.provision.builds):
-        for part in ("sources", "flags", "libraries"):
-            for j, text in enumerate(getattr(build, part)):
-                yield ("provision", "builds", i, part, j), text
-    for key, value in spec.provision.sysctls.items():
-        yield ("provision", "sysctls", key), str(value)
-    for i, data in enumerate(spec.provision.data):
-        yield ("provision", "data", i, "size"), data.size
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    return child == parent or parent in child.parents
