@@ -42,7 +42,8 @@ from harness.run.execute import TrialSetting, cpus_for, parse_cpu_list, run_tria
 from harness.run.interrupt import NoSignals, StopSignals
 from harness.hosts.inventory import Host, Inventory, load as load_inventory
 from harness.run.plan import Plan, make_plan
-from harness.hosts.provision import DriftError, HostState, Provisioner, Workspace
+from harness.hosts.hoststate import DriftError, HostState
+from harness.hosts.provision import Provisioner, Workspace
 from harness.hosts.remote import HostSession
 from harness.results.store import FORMAT_VERSION, RunDirectory
 
