@@ -13,9 +13,9 @@ import ansible_runner
 import pytest
 
 from harness.hosts import inventory
-from harness.hosts import lab as lab_module
 from harness.errors import HostError, LabError
 from harness.hosts.lab import lab_down, lab_status, lab_up
+from harness.hosts.lab import sshd as lab_sshd
 from harness.hosts.remote import HostSession
 from tests.conftest import run_harness
 
@@ -161,14 +161,14 @@ def test_a_broken_lab_is_rebuilt_and_lab_down_removes_everything(tmp_path):
 
 def test_a_lab_up_that_fails_halfway_removes_what_it_built(tmp_path, monkeypatch):
     name = f"v{os.getpid()}"
-    real_start = lab_module._start_sshd
+    real_start = lab_sshd.start_sshd
 
     def failing_start(host):
         if host.name.endswith("-h2"):
             raise LabError(f"{host.name}: start sshd: injected failure")
         return real_start(host)
 
-    monkeypatch.setattr(lab_module, "_start_sshd", failing_start)
+    monkeypatch.setattr(lab_sshd, "start_sshd", failing_start)
     try:
         with pytest.raises(LabError, match=rf"^{name}-h2: start sshd: injected failure$"):
             lab_up(name, hosts=3, queues=1, base_dir=tmp_path)

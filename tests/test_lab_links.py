@@ -16,6 +16,7 @@ import pytest
 
 from harness.hosts import lab as lab_module
 from harness.hosts.lab import LinkProperties, LinkPropertyError, lab_down, lab_status, lab_up
+from harness.hosts.lab import links as lab_links, state as lab_state, system as lab_system
 from harness.hosts.linkdelay import start_delay_proxy
 from harness.hosts.remote import HostSession
 from tests.conftest import run_harness
@@ -197,15 +198,15 @@ def test_a_format_1_lab_json_reads_as_a_link_with_queues_only():
              "bridge_address": "198.18.1.1", "queues": 4, "hosts": [],
              "files": {"directory": "/x/old", "client_key": "/x/old/k", "known_hosts": "/x/old/kh",
                        "inventory": "/x/old/inventory.ini"}}
-    lab = lab_module._lab_from_state(state)
+    lab = lab_state.lab_from_state(state)
     assert (lab.link, lab.link_mechanisms, lab.queues) == (LinkProperties(queues=4), lab_module.LinkMechanisms(), 4)
 
 
 def test_zero_loss_and_delay_mean_off_and_the_burst_holds_ten_frames():
     assert LinkProperties(loss_percent=0, delay_ms=0.0) == LinkProperties()
     assert LinkProperties(loss_percent=12.34).loss_threshold == 1234
-    assert lab_module._tbf_burst(LinkProperties(rate_mbit=50, mtu=9000)) == 10 * 9014
-    assert lab_module._tbf_burst(LinkProperties(rate_mbit=1000)) == 500_000  # 4 ms at 1 Gbit/s
+    assert lab_links.tbf_burst(LinkProperties(rate_mbit=50, mtu=9000)) == 10 * 9014
+    assert lab_links.tbf_burst(LinkProperties(rate_mbit=1000)) == 500_000  # 4 ms at 1 Gbit/s
 
 
 @pytest.mark.parametrize("flag, value, message", [
@@ -316,7 +317,7 @@ def test_status_reports_each_mechanism(delayed_lab, base_dir):
     assert state["link"]["delay"]["mechanism"] == expected
     if not netem:
         assert state["link"]["delay"]["in_link"] is False
-        assert state["link"]["delay"]["program"] == str(lab_module.DELAY_PROXY_PROGRAM)
+        assert state["link"]["delay"]["program"] == str(lab_links.DELAY_PROXY_PROGRAM)
         assert state["link"]["delay"]["why"].startswith("netem unavailable (")
     assert f"delay {DELAY_MS:g} ms ({expected}" in delayed_lab.inventory.read_text().splitlines()[2]
 
@@ -353,7 +354,7 @@ def test_the_delay_proxy_adds_the_delay_each_way_and_stops_on_sigterm(delayed_la
     # The proxy exits within milliseconds; stop() also waits until the orphan is reaped,
     # which this machine's init does only every second or two. Under the 5 s grace: no KILL.
     assert stop_seconds < 5
-    assert not lab_module._alive(proxy.pid)
+    assert not lab_system.alive(proxy.pid)
 
 
 def test_lab_up_takes_the_link_from_an_experiment_and_flags_win(experiment_copy, tmp_path):

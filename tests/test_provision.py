@@ -18,7 +18,8 @@ from harness.run import spec as spec_module
 from harness.errors import HostError, Interrupted, ProvisionError
 from harness.hosts.inventory import Host
 from harness.hosts.lab import lab_down, lab_up
-from harness.hosts.provision import DriftError, Provisioner
+from harness.hosts.hoststate import DriftError
+from harness.hosts.provision import Provisioner
 
 pytestmark = [
     pytest.mark.integration,

@@ -227,7 +227,8 @@ def test_a_swept_delay_gives_a_verdict_per_condition_and_one_for_the_claim(tmp_p
 def test_swept_loss_drops_that_share_of_the_ports_packets_and_clean_up_removes_the_rules():
     import socket
 
-    from harness.run.execute import LOSS_TABLE, _clean_up, _drop_share
+    from harness.hosts.nftables import TRIAL_TABLE as LOSS_TABLE
+    from harness.run.execute import _clean_up, _drop_share
     from harness.run.plan import Condition, Trial
 
     trial = Trial(0, "v", 0, Condition((("loss_percent", 50),)))

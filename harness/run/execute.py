@@ -24,6 +24,7 @@ from harness.cpuset import CpuSet, placed
 from harness.errors import HarnessError, TrialError
 from harness.run.interrupt import StopSignals
 from harness.hosts.inventory import Host
+from harness.hosts import nftables
 from harness.hosts.linkdelay import start_delay_proxy
 from harness.run.plan import Trial
 from harness.hosts.provision import Workspace
@@ -172,8 +173,7 @@ def _clean_up(server_session, client_session, server, proxy, server_log, load_pi
     problems = []
     if loss:
         try:
-            server_session.shell(f"{NFT} delete table inet {LOSS_TABLE} 2>/dev/null; true", timeout=30,
-                                 shown="remove the loss rules")
+            nftables.remove_port_loss(server_session)
         except HarnessError as exc:
             problems.append(str(exc))
     if not load_done:
@@ -252,11 +252,6 @@ def _allowed_cpus(pinned: CpuSet | None, setting: TrialSetting) -> str | None:
     return str(cpus) if cpus is not None else None
 
 
-NFT = "/usr/sbin/nft"
-LOSS_TABLE = "harness"  # the nftables table the snapshot records and restore deletes
-LOSS_SCALE = 10000  # numgen draws 0..9999: a resolution of 0.01 %
-
-
 def _loss_percent(trial: Trial) -> float | None:
     swept = trial.condition.as_dict().get(LOSS_KEY)
     return float(swept) if swept else None
@@ -266,19 +261,10 @@ def _drop_share(session: HostSession, port: int, percent: float, trial: Trial) -
     """Drop `percent` of the packets to and from the server's port, each way, with nftables
     on the server host: only this trial's traffic, never SSH. The trial's clean-up deletes
     the table; the run's restore deletes it too if a trial could not."""
-    threshold = round(percent / 100 * LOSS_SCALE)
-    ruleset = "\n".join([
-        f"table inet {LOSS_TABLE}", f"delete table inet {LOSS_TABLE}", f"table inet {LOSS_TABLE} {{",
-        "  chain loss_in { type filter hook input priority 0; policy accept;",
-        f"    meta l4proto {{ tcp, udp }} th dport {port} numgen random mod {LOSS_SCALE} < {threshold} drop", "  }",
-        "  chain loss_out { type filter hook output priority 0; policy accept;",
-        f"    meta l4proto {{ tcp, udp }} th sport {port} numgen random mod {LOSS_SCALE} < {threshold} drop", "  }",
-        "}", ""])
-    result = session.shell(f"printf %s {shlex.quote(ruleset)} | {NFT} -f -", timeout=30, check=False,
-                           shown="add the loss rules")
-    if result.exited != 0:
+    refused = nftables.add_port_loss(session, port, percent)
+    if refused is not None:
         raise TrialError(f"{session.host.name}: {LOSS_KEY}={percent:g} (trial {trial.variant}): nft refused the "
-                         f"loss rules: {_last_line(result.stderr or result.stdout)}")
+                         f"loss rules: {refused}")
 
 
 def _delay_ms(setting: TrialSetting, trial: Trial) -> float | None:

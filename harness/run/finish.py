@@ -23,7 +23,7 @@ import pandas as pd
 from harness import resources
 from harness.errors import HarnessError, Interrupted
 from harness.hosts.inventory import Host, Inventory
-from harness.hosts.provision import HostState
+from harness.hosts.hoststate import HostState
 from harness.results import report, store
 from harness.results.store import RunDirectory
 from harness.results.verdicts import (
@@ -59,7 +59,7 @@ class Gathered:
     resumed_trials: int = 0  # trials taken over from the interrupted run this one resumes
     topology: dict | None = None  # host -> {"cpus", "numa_nodes"}; the full text is in raw/topology-HOST.txt
     not_applicable: str | None = None  # why the hosts cannot test the claim (experiment `requires`)
-    drift: list = field(default_factory=list)  # provision.Drift: settings restore could not put back
+    drift: list = field(default_factory=list)  # hoststate.Drift: settings restore could not put back
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from typing import Callable
 
 from harness.cpuset import CpuListError, CpuSet
 from harness.errors import HarnessError, Interrupted
+from harness.hosts.hoststate import DriftError
 from harness.hosts.inventory import Inventory, load as load_inventory
-from harness.hosts.provision import DriftError, Provisioner
+from harness.hosts.provision import Provisioner
 from harness.hosts.remote import HostSession
 from harness.results import analyse, store, verdicts
 from harness.results.store import RunDirectory

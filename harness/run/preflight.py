@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from harness.cpuset import CpuSet
 from harness.errors import HarnessError
-from harness.hosts.provision import HostState
+from harness.hosts.hoststate import HostState
 from harness.hosts.remote import HostSession
 from harness.results import store
 from harness.results.store import RunDirectory
