@@ -17,10 +17,10 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.run import spec as spec_module
 from harness import resources
 from harness.cpuset import CpuListError, CpuSet
 from harness.errors import HarnessError, Interrupted
+from harness.run import spec as spec_module
 from harness.run.interrupt import StopSignals
 from harness.run.spec_source import shown_path
 
@@ -38,32 +38,67 @@ def main() -> None:
 
 @main.command()
 @click.argument("experiment", required=False)
-@click.option("--inventory", "inventory_path", default=lambda: str(resources.default_inventory()),
-              show_default="./inventory.ini, else localhost",
-              help="Ansible inventory mapping the experiment's roles to hosts.")
-@click.option("--out", "out_dir", default="reports", show_default=True,
-              help="Directory that receives the run directory <claim>-<time>-<id>/.")
+@click.option(
+    "--inventory",
+    "inventory_path",
+    default=lambda: str(resources.default_inventory()),
+    show_default="./inventory.ini, else localhost",
+    help="Ansible inventory mapping the experiment's roles to hosts.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="reports",
+    show_default=True,
+    help="Directory that receives the run directory <claim>-<time>-<id>/.",
+)
 @click.option("--quick", is_flag=True, help="Use the experiment's quick profile (fewer repetitions, smaller sizes).")
-@click.option("--seed", type=click.IntRange(0, 2**31 - 1),
-              help="Seed of the trial order (default: a random one, recorded in the run's manifest).")
-@click.option("--target-width", "target_width", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              metavar="FRACTION",
-              help="Repeat until every pair's interval is within ±FRACTION of its ratio (default: the experiment's "
-                   "adaptive.target_half_width, 0.05).")
-@click.option("--cpus", metavar="LIST", callback=lambda ctx, param, value: _cpu_set(value),
-              help="Run servers and load generators on these CPUs only (e.g. 0 or 0-1), as if the host had no "
-                   "others; recorded in the manifest as part of the host's fingerprint.")
-@click.option("--resume", "resume_dir", metavar="RUN_DIR", type=click.Path(file_okay=False),
-              help="Finish the remaining trials of an interrupted or failed run, in RUN_DIR, with its experiment, "
-                   "profile, seed and CPUs (EXPERIMENT and those options are then not given).")
-def run(experiment: str | None, inventory_path: str, out_dir: str, quick: bool, seed: int | None,
-        target_width: float | None, cpus: CpuSet | None, resume_dir: str | None) -> None:
+@click.option(
+    "--seed",
+    type=click.IntRange(0, 2**31 - 1),
+    help="Seed of the trial order (default: a random one, recorded in the run's manifest).",
+)
+@click.option(
+    "--target-width",
+    "target_width",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    metavar="FRACTION",
+    help="Repeat until every pair's interval is within ±FRACTION of its ratio (default: the experiment's "
+    "adaptive.target_half_width, 0.05).",
+)
+@click.option(
+    "--cpus",
+    metavar="LIST",
+    callback=lambda ctx, param, value: _cpu_set(value),
+    help="Run servers and load generators on these CPUs only (e.g. 0 or 0-1), as if the host had no "
+    "others; recorded in the manifest as part of the host's fingerprint.",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    metavar="RUN_DIR",
+    type=click.Path(file_okay=False),
+    help="Finish the remaining trials of an interrupted or failed run, in RUN_DIR, with its experiment, "
+    "profile, seed and CPUs (EXPERIMENT and those options are then not given).",
+)
+def run(
+    experiment: str | None,
+    inventory_path: str,
+    out_dir: str,
+    quick: bool,
+    seed: int | None,
+    target_width: float | None,
+    cpus: CpuSet | None,
+    resume_dir: str | None,
+) -> None:
     """Run EXPERIMENT (a YAML file) and write its report."""
     from harness.run.pipeline import RunFailed, resume_experiment, run_experiment  # heavy imports only when running
 
     if resume_dir and (experiment or quick or seed is not None or target_width or cpus):
-        raise click.UsageError("--resume takes the experiment, --quick, --seed, --target-width and --cpus from "
-                               "the run it resumes; give only RUN_DIR (and --inventory)")
+        raise click.UsageError(
+            "--resume takes the experiment, --quick, --seed, --target-width and --cpus from "
+            "the run it resumes; give only RUN_DIR (and --inventory)"
+        )
     if not resume_dir and not experiment:
         raise click.UsageError("give an EXPERIMENT file, or --resume RUN_DIR")
     console = Console(stderr=True)
@@ -73,18 +108,29 @@ def run(experiment: str | None, inventory_path: str, out_dir: str, quick: bool, 
             if resume_dir:
                 outcome = resume_experiment(resume_dir, inventory_path, progress=display.update, signals=signals)
             else:
-                outcome = run_experiment(experiment, inventory_path, out_dir, quick=quick, progress=display.update,
-                                         signals=signals, seed=seed, target_half_width=target_width, cpus=cpus)
+                outcome = run_experiment(
+                    experiment,
+                    inventory_path,
+                    out_dir,
+                    quick=quick,
+                    progress=display.update,
+                    signals=signals,
+                    seed=seed,
+                    target_half_width=target_width,
+                    cpus=cpus,
+                )
     except RunFailed as failure:
         _fail(failure, 130 if isinstance(failure.cause, Interrupted) else 1)
     except HarnessError as error:
         _fail(error, 130 if isinstance(error, Interrupted) else 1)
     for verdict in outcome.verdicts:
         measured = f"{verdict.measured_ratio:.2f}x" if verdict.measured_ratio is not None else "n/a"
-        interval = (f" [{verdict.ci_low:.2f}, {verdict.ci_high:.2f}]" if verdict.ci_low is not None else "")
+        interval = f" [{verdict.ci_low:.2f}, {verdict.ci_high:.2f}]" if verdict.ci_low is not None else ""
         condition = f" [{verdict.condition}]" if verdict.condition else ""
-        click.echo(f"{verdict.pair}{condition} ({verdict.baseline} -> {verdict.treatment}): {verdict.verdict} "
-                   f"(claimed {verdict.claimed_ratio:g}x, measured {measured}{interval})")
+        click.echo(
+            f"{verdict.pair}{condition} ({verdict.baseline} -> {verdict.treatment}): {verdict.verdict} "
+            f"(claimed {verdict.claimed_ratio:g}x, measured {measured}{interval})"
+        )
     if outcome.claim_verdict is not None:
         click.echo(f"claim: {outcome.claim_verdict.verdict}: {outcome.claim_verdict.reason}")
     click.echo(f"report: {outcome.run_dir / 'index.html'}")
@@ -110,7 +156,8 @@ def validate(experiments: tuple[str, ...]) -> None:
 @click.argument("run_dir")
 def verify(run_dir: str) -> None:
     """Check a run directory's files against the sha256 in its manifest."""
-    from harness.results.store import MANIFEST, verify as verify_run
+    from harness.results.store import MANIFEST
+    from harness.results.store import verify as verify_run
 
     try:
         count = verify_run(Path(run_dir))
@@ -121,10 +168,17 @@ def verify(run_dir: str) -> None:
 
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR RUN_DIR...")
-@click.option("--out", "out_dir", metavar="DIR",
-              help="Folder that receives index.html and compare.json (default: reports/compare-<UTC time>).")
-@click.option("--allow-different", is_flag=True,
-              help="Compare runs of different experiment definitions (their file's sha256 differs) anyway.")
+@click.option(
+    "--out",
+    "out_dir",
+    metavar="DIR",
+    help="Folder that receives index.html and compare.json (default: reports/compare-<UTC time>).",
+)
+@click.option(
+    "--allow-different",
+    is_flag=True,
+    help="Compare runs of different experiment definitions (their file's sha256 differs) anyway.",
+)
 def compare(run_dirs: tuple[str, ...], out_dir: str | None, allow_different: bool) -> None:
     """Put runs side by side: ratios, intervals and verdicts per claim, pair and condition,
     flipped verdicts, significant differences, and what differs in their environments."""
@@ -146,9 +200,14 @@ def compare(run_dirs: tuple[str, ...], out_dir: str | None, allow_different: boo
         condition = f" [{row.condition}]" if row.condition else ""
         click.echo(f"{row.claim_id} {row.pair_name}{condition}: {cells}")
     differing = comparison.differing_environment
-    click.echo(f"environment differs in {len(differing)} of {len(comparison.environment)} recorded items"
-               + (f": {', '.join(row.name for row in differing[:6])}{', ...' if len(differing) > 6 else ''}"
-                  if differing else ""))
+    click.echo(
+        f"environment differs in {len(differing)} of {len(comparison.environment)} recorded items"
+        + (
+            f": {', '.join(row.name for row in differing[:6])}{', ...' if len(differing) > 6 else ''}"
+            if differing
+            else ""
+        )
+    )
     click.echo(f"compare: {page}")
 
 
@@ -166,8 +225,13 @@ def _compared_cell(position: int, cell) -> str:
 
 @main.command()
 @click.argument("reports_dir")
-@click.option("--out", "site_dir", required=True, metavar="SITE_DIR",
-              help="Folder that receives the site; an earlier site there is replaced, anything else is refused.")
+@click.option(
+    "--out",
+    "site_dir",
+    required=True,
+    metavar="SITE_DIR",
+    help="Folder that receives the site; an earlier site there is replaced, anything else is refused.",
+)
 def publish(reports_dir: str, site_dir: str) -> None:
     """Build a static site of every run under REPORTS_DIR: an index, a page per claim, every report,
     compare pages and the raw JSON; relative links only, so it works from file:// and any web server."""
@@ -184,8 +248,13 @@ def publish(reports_dir: str, site_dir: str) -> None:
 
 
 @main.command(name="list")
-@click.option("--dir", "directory", default=str(resources.CATALOG), show_default="experiments/",
-              help="Folder of experiment files.")
+@click.option(
+    "--dir",
+    "directory",
+    default=str(resources.CATALOG),
+    show_default="experiments/",
+    help="Folder of experiment files.",
+)
 def list_experiments(directory: str) -> None:
     """Print the catalog: every experiment file and the claim it tests."""
     files = sorted(Path(directory).rglob("*.yaml"))
@@ -198,10 +267,18 @@ def list_experiments(directory: str) -> None:
 # --- harness lab: hosts in network namespaces on this machine ------------------------
 
 LAB_BASE_DIR = "/var/tmp/harness-lab"
-_lab_name = click.option("--name", default="lab", show_default=True,
-                         help="Lab name (1-10 lowercase letters and digits); prefixes its namespaces and links.")
-_lab_base_dir = click.option("--base-dir", default=LAB_BASE_DIR, show_default=True,
-                             help="Folder that holds each lab's keys, inventory and state.")
+_lab_name = click.option(
+    "--name",
+    default="lab",
+    show_default=True,
+    help="Lab name (1-10 lowercase letters and digits); prefixes its namespaces and links.",
+)
+_lab_base_dir = click.option(
+    "--base-dir",
+    default=LAB_BASE_DIR,
+    show_default=True,
+    help="Folder that holds each lab's keys, inventory and state.",
+)
 
 
 @main.group(name="lab")
@@ -211,8 +288,13 @@ def lab_group() -> None:
 
 _RATE_UNITS = {"kbit": 1e-3, "mbit": 1.0, "gbit": 1e3}
 _DELAY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-_LINK_FLAGS = {"queues": "--queues", "mtu": "--mtu", "rate_mbit": "--rate", "loss_percent": "--loss",
-               "delay_ms": "--delay"}
+_LINK_FLAGS = {
+    "queues": "--queues",
+    "mtu": "--mtu",
+    "rate_mbit": "--rate",
+    "loss_percent": "--loss",
+    "delay_ms": "--delay",
+}
 
 
 def _with_unit(text: str, units: dict[str, float], example: str) -> float:
@@ -243,20 +325,47 @@ def _parse_loss(ctx, param, value: str | None) -> float | None:
 @lab_group.command(name="up")
 @click.option("--hosts", default=3, show_default=True, type=click.IntRange(1, 50), help="Number of hosts.")
 @_lab_name
-@click.option("--experiment", "experiment", metavar="FILE",
-              help="Take the link properties from this experiment file's `link:`; flags given here win.")
-@click.option("--queues", type=click.IntRange(1, 64), help="Receive and transmit queues of each host's eth0 (default 2).")
+@click.option(
+    "--experiment",
+    "experiment",
+    metavar="FILE",
+    help="Take the link properties from this experiment file's `link:`; flags given here win.",
+)
+@click.option(
+    "--queues", type=click.IntRange(1, 64), help="Receive and transmit queues of each host's eth0 (default 2)."
+)
 @click.option("--mtu", type=click.IntRange(68, 65535), help="MTU of each host's eth0 (default 1500).")
-@click.option("--rate", callback=_parse_rate, metavar="RATE",
-              help="Egress rate limit of each host's eth0 (TBF), e.g. 100mbit or 1gbit.")
-@click.option("--loss", callback=_parse_loss, metavar="PERCENT",
-              help="Random loss of packets arriving at each host (nftables); SSH (tcp port 22) is exempt.")
-@click.option("--delay", callback=_parse_delay, metavar="TIME",
-              help="Added delay, e.g. 5ms: netem on each eth0 where the kernel has it, else recorded for a "
-                   "delay proxy that an experiment starts (harness/hosts/delay_proxy.py).")
+@click.option(
+    "--rate",
+    callback=_parse_rate,
+    metavar="RATE",
+    help="Egress rate limit of each host's eth0 (TBF), e.g. 100mbit or 1gbit.",
+)
+@click.option(
+    "--loss",
+    callback=_parse_loss,
+    metavar="PERCENT",
+    help="Random loss of packets arriving at each host (nftables); SSH (tcp port 22) is exempt.",
+)
+@click.option(
+    "--delay",
+    callback=_parse_delay,
+    metavar="TIME",
+    help="Added delay, e.g. 5ms: netem on each eth0 where the kernel has it, else recorded for a "
+    "delay proxy that an experiment starts (harness/hosts/delay_proxy.py).",
+)
 @_lab_base_dir
-def lab_up_command(hosts: int, name: str, experiment: str | None, queues: int | None, mtu: int | None,
-                   rate: float | None, loss: float | None, delay: float | None, base_dir: str) -> None:
+def lab_up_command(
+    hosts: int,
+    name: str,
+    experiment: str | None,
+    queues: int | None,
+    mtu: int | None,
+    rate: float | None,
+    loss: float | None,
+    delay: float | None,
+    base_dir: str,
+) -> None:
     """Create the lab (or keep it if healthy); print the inventory path last."""
     from harness.hosts import lab as lab_module
 
@@ -274,8 +383,10 @@ def lab_up_command(hosts: int, name: str, experiment: str | None, queues: int | 
         created = lab_module.lab_up(name=name, hosts=hosts, base_dir=Path(base_dir), link=link)
     except HarnessError as error:
         _fail(error)
-    click.echo(f"lab {created.name}: {len(created.hosts)} hosts on {created.subnet} "
-               f"(bridge {created.bridge} {created.bridge_address}), {created.queues} queues per eth0")
+    click.echo(
+        f"lab {created.name}: {len(created.hosts)} hosts on {created.subnet} "
+        f"(bridge {created.bridge} {created.bridge_address}), {created.queues} queues per eth0"
+    )
     click.echo(f"  link: {lab_module.describe_link(created.link, created.link_mechanisms)}")
     for host in created.hosts:
         click.echo(f"  {host.name:<14} {host.address:<15} [{host.group}]  sshd pid {host.sshd_pid}")
@@ -287,8 +398,8 @@ def lab_up_command(hosts: int, name: str, experiment: str | None, queues: int | 
 @_lab_base_dir
 def lab_status_command(name: str, base_dir: str) -> None:
     """Show the lab's hosts, links, queues and sshd processes; exit 1 unless it is healthy."""
-    from harness.hosts import lab as lab_module
     from harness.errors import LabError
+    from harness.hosts import lab as lab_module
 
     try:
         status = lab_module.lab_status(name=name, base_dir=Path(base_dir))
@@ -297,20 +408,28 @@ def lab_status_command(name: str, base_dir: str) -> None:
     if not status.exists:
         _fail(LabError(f"lab {name}: not up (nothing in {status.directory}): run `harness lab up --name {name}`"))
     health = "healthy" if status.healthy else f"broken ({len(status.problems)} problems)"
-    click.echo(f"lab {name}: {health}, {len(status.hosts)} hosts on {status.subnet or 'unknown subnet'}, "
-               f"bridge {status.bridge.name + ' ' + status.bridge.state if status.bridge else 'missing'}")
+    click.echo(
+        f"lab {name}: {health}, {len(status.hosts)} hosts on {status.subnet or 'unknown subnet'}, "
+        f"bridge {status.bridge.name + ' ' + status.bridge.state if status.bridge else 'missing'}"
+    )
     for host in status.hosts:
-        links = "  ".join(f"{link.name}{'@' + link.namespace if link.namespace else ''} {link.state}"
-                          f"{f' rx {link.rx_queues} tx {link.tx_queues}' if link.rx_queues else ''}"
-                          for link in host.links)
+        links = "  ".join(
+            f"{link.name}{'@' + link.namespace if link.namespace else ''} {link.state}"
+            f"{f' rx {link.rx_queues} tx {link.tx_queues}' if link.rx_queues else ''}"
+            for link in host.links
+        )
         sshd = f"sshd {host.sshd_pid} {'running' if host.sshd_alive else 'not running'}"
         in_place = f"  {host.link.describe()}" if host.link else ""
         click.echo(f"  {host.name:<14} {host.address or '-':<15} {sshd}  {links}{in_place}")
     for problem in status.problems:
         click.echo(f"  problem: {problem}")
     if not status.healthy:
-        _fail(LabError(f"lab {name}: broken: run `harness lab up --name {name}` to rebuild it "
-                       f"or `harness lab down --name {name}`"))
+        _fail(
+            LabError(
+                f"lab {name}: broken: run `harness lab up --name {name}` to rebuild it "
+                f"or `harness lab down --name {name}`"
+            )
+        )
 
 
 @lab_group.command(name="down")
@@ -357,9 +476,14 @@ class _ProgressDisplay:
         self.clock = clock
         self.live = console.is_terminal
         self.progress = Progress(
-            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
             TextColumn("{task.fields[left]}", markup=False),
-            TimeElapsedColumn(), console=console, auto_refresh=False, transient=False,
+            TimeElapsedColumn(),
+            console=console,
+            auto_refresh=False,
+            transient=False,
         )
         self.task = None
         self.total = 0
@@ -397,19 +521,24 @@ class _ProgressDisplay:
             if self.live:
                 self.task = self.progress.add_task("measuring", total=self.total, completed=self.done, left="")
         elif event == "trial_start" and self.task is not None:
-            self.progress.update(self.task, description=f"trial {info['index'] + 1} of {self.total}: "
-                                                        f"{_variant(info)}")
+            self.progress.update(self.task, description=f"trial {info['index'] + 1} of {self.total}: {_variant(info)}")
         elif event == "trial":
             self.done += 1
             number = info["index"] + 1
             if self.task is not None:
-                self.progress.update(self.task, completed=self.done, left=self.time_left(),
-                                     description=f"trial {number} of {self.total} done: {_variant(info)} "
-                                                 f"{info['seconds']:.4g} s")
+                self.progress.update(
+                    self.task,
+                    completed=self.done,
+                    left=self.time_left(),
+                    description=f"trial {number} of {self.total} done: {_variant(info)} {info['seconds']:.4g} s",
+                )
             else:
-                self.console.print(f"trial {number}: {_variant(info)} {info['seconds']:.4g} s "
-                                   f"({self.done} of {self.total}, {self.time_left()})",
-                                   highlight=False, markup=False)
+                self.console.print(
+                    f"trial {number}: {_variant(info)} {info['seconds']:.4g} s "
+                    f"({self.done} of {self.total}, {self.time_left()})",
+                    highlight=False,
+                    markup=False,
+                )
         if self.live:
             self.progress.refresh()
 

@@ -46,7 +46,7 @@ class CpuSet:
 
     @classmethod
     def parse(cls, text: str) -> CpuSet:
-        """"0-2,5" -> CpuSet((0, 1, 2, 5)); CpuListError for anything else ("0-1-2", "2-1", "0,")."""
+        """ "0-2,5" -> CpuSet((0, 1, 2, 5)); CpuListError for anything else ("0-1-2", "2-1", "0,")."""
         cpus: list[int] = []
         for part in text.split(","):
             match = _PART.fullmatch(part)

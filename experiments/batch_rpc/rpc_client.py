@@ -26,9 +26,24 @@ import socket
 import sys
 import time
 
-from rpc_frame import (BATCH_CALL, BATCH_ENTRY, BATCH_REPLY, BATCH_RESULT, CALL, CALL_ARGS,
-                       COUNT, ERROR, HEADER, MAGIC, REPLY, RESULT, VERSION, FrameError,
-                       FrameReader, add)
+from rpc_frame import (
+    BATCH_CALL,
+    BATCH_ENTRY,
+    BATCH_REPLY,
+    BATCH_RESULT,
+    CALL,
+    CALL_ARGS,
+    COUNT,
+    ERROR,
+    HEADER,
+    MAGIC,
+    REPLY,
+    RESULT,
+    VERSION,
+    FrameError,
+    FrameReader,
+    add,
+)
 
 SEQ_MASK = 0xFFFFFFFF
 
@@ -47,8 +62,7 @@ def read_reply(reader: FrameReader) -> tuple[int, int, bytes]:
     return reply
 
 
-def run_single(sock: socket.socket, reader: FrameReader, first_id: int, calls: int,
-               deadline: float) -> tuple[int, int]:
+def run_single(sock: socket.socket, reader: FrameReader, first_id: int, calls: int, deadline: float) -> tuple[int, int]:
     """(calls made, errors); after the first call, stops once perf_counter() passes deadline."""
     errors = 0
     for call_id in range(first_id, first_id + calls):
@@ -58,25 +72,34 @@ def run_single(sock: socket.socket, reader: FrameReader, first_id: int, calls: i
         a, b = operands(call_id)
         sock.sendall(HEADER.pack(MAGIC, VERSION, CALL, CALL_ARGS.size, seq) + CALL_ARGS.pack(a, b))
         message_type, reply_seq, payload = read_reply(reader)
-        if (message_type != REPLY or reply_seq != seq or len(payload) != RESULT.size
-                or RESULT.unpack(payload)[0] != add(a, b)):
+        if (
+            message_type != REPLY
+            or reply_seq != seq
+            or len(payload) != RESULT.size
+            or RESULT.unpack(payload)[0] != add(a, b)
+        ):
             errors += 1
     return calls, errors
 
 
-def run_batched(sock: socket.socket, reader: FrameReader, first_id: int, calls: int,
-                batch: int, first_frame_seq: int, deadline: float) -> tuple[int, int]:
+def run_batched(
+    sock: socket.socket,
+    reader: FrameReader,
+    first_id: int,
+    calls: int,
+    batch: int,
+    first_frame_seq: int,
+    deadline: float,
+) -> tuple[int, int]:
     """(calls made, errors); stops early, between batches, once perf_counter() passes deadline."""
     errors = 0
-    for frame_seq, batch_start in enumerate(range(first_id, first_id + calls, batch),
-                                            start=first_frame_seq):
+    for frame_seq, batch_start in enumerate(range(first_id, first_id + calls, batch), start=first_frame_seq):
         if batch_start > first_id and time.perf_counter() > deadline:
             return batch_start - first_id, errors
         count = min(batch, first_id + calls - batch_start)
         seq = frame_seq & SEQ_MASK
         request = bytearray(HEADER.size + COUNT.size + count * BATCH_ENTRY.size)
-        HEADER.pack_into(request, 0, MAGIC, VERSION, BATCH_CALL, len(request) - HEADER.size,
-                         seq)
+        HEADER.pack_into(request, 0, MAGIC, VERSION, BATCH_CALL, len(request) - HEADER.size, seq)
         COUNT.pack_into(request, HEADER.size, count)
         expected = []
         offset = HEADER.size + COUNT.size
@@ -87,10 +110,13 @@ def run_batched(sock: socket.socket, reader: FrameReader, first_id: int, calls: 
             offset += BATCH_ENTRY.size
         sock.sendall(request)
         message_type, reply_seq, payload = read_reply(reader)
-        if (message_type != BATCH_REPLY or reply_seq != seq
-                or len(payload) < COUNT.size
-                or COUNT.unpack_from(payload)[0] != count
-                or len(payload) != COUNT.size + count * BATCH_RESULT.size):
+        if (
+            message_type != BATCH_REPLY
+            or reply_seq != seq
+            or len(payload) < COUNT.size
+            or COUNT.unpack_from(payload)[0] != count
+            or len(payload) != COUNT.size + count * BATCH_RESULT.size
+        ):
             errors += count
             continue
         offset = COUNT.size
@@ -122,11 +148,16 @@ def main() -> int:
     parser.add_argument("--calls", type=positive, required=True, help="calls per repeat")
     parser.add_argument("--batch", type=positive, default=1, help="calls per round trip")
     parser.add_argument("--repeats", type=positive, default=1, help="measured repeats to print")
-    parser.add_argument("--max-seconds", type=positive_seconds, default=None,
-                        help="end a repeat early after this long and report the calls made "
-                             "(keeps a run bounded when a link delay makes round trips slow)")
-    parser.add_argument("--timeout", type=float, default=30.0,
-                        help="seconds to wait for any one reply before giving up")
+    parser.add_argument(
+        "--max-seconds",
+        type=positive_seconds,
+        default=None,
+        help="end a repeat early after this long and report the calls made "
+        "(keeps a run bounded when a link delay makes round trips slow)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for any one reply before giving up"
+    )
     args = parser.parse_args()
 
     try:
@@ -145,13 +176,11 @@ def main() -> int:
                 if args.batch == 1:
                     made, errors = run_single(sock, reader, next_id, args.calls, deadline)
                 else:
-                    made, errors = run_batched(sock, reader, next_id, args.calls, args.batch,
-                                               next_frame, deadline)
+                    made, errors = run_batched(sock, reader, next_id, args.calls, args.batch, next_frame, deadline)
                     next_frame += -(-made // args.batch)
                 elapsed = time.perf_counter() - started
                 next_id += made
-                print(json.dumps({"value": elapsed / made, "units": made,
-                                  "errors": errors}), flush=True)
+                print(json.dumps({"value": elapsed / made, "units": made, "errors": errors}), flush=True)
         except (FrameError, OSError) as error:
             print(f"rpc_client: {error}", file=sys.stderr)
             return 1

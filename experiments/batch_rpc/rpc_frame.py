@@ -73,13 +73,13 @@ class FrameReader:
             return True
         if self.start:
             remaining = self.end - self.start
-            self.buffer[:remaining] = self.buffer[self.start:self.end]
+            self.buffer[:remaining] = self.buffer[self.start : self.end]
             self.start, self.end = 0, remaining
         if needed > len(self.buffer):
             self.buffer.extend(bytes(needed - len(self.buffer)))
         view = memoryview(self.buffer)
         while self.end < needed:
-            n = self.sock.recv_into(view[self.end:])
+            n = self.sock.recv_into(view[self.end :])
             if n == 0:
                 if self.end == 0:
                     return False
@@ -101,6 +101,6 @@ class FrameReader:
         self.start += HEADER.size
         if not self._fill(length):
             raise FrameError("connection closed after a header")
-        payload = bytes(self.buffer[self.start:self.start + length])
+        payload = bytes(self.buffer[self.start : self.start + length])
         self.start += length
         return message_type, seq, payload

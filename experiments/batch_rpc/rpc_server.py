@@ -9,13 +9,28 @@ not per-call work. SIGTERM (or SIGINT) closes the listener and exits with status
 """
 
 import argparse
+import contextlib
 import signal
 import socket
 import sys
 import threading
 
-from rpc_frame import (BATCH_CALL, BATCH_ENTRY, BATCH_REPLY, BATCH_RESULT, CALL, CALL_ARGS,
-                       COUNT, ERROR, REPLY, RESULT, FrameError, FrameReader, add, frame)
+from rpc_frame import (
+    BATCH_CALL,
+    BATCH_ENTRY,
+    BATCH_REPLY,
+    BATCH_RESULT,
+    CALL,
+    CALL_ARGS,
+    COUNT,
+    ERROR,
+    REPLY,
+    RESULT,
+    FrameError,
+    FrameReader,
+    add,
+    frame,
+)
 
 
 def execute_batch(payload: bytes) -> bytes:
@@ -48,14 +63,11 @@ def serve_connection(conn: socket.socket) -> None:
                 elif message_type == BATCH_CALL:
                     conn.sendall(frame(BATCH_REPLY, seq, execute_batch(payload)))
                 else:
-                    raise FrameError(f"unexpected message type {message_type} "
-                                     f"with {len(payload)} payload bytes")
+                    raise FrameError(f"unexpected message type {message_type} with {len(payload)} payload bytes")
         except FrameError as error:
             # Tell the client why, then drop the connection: the stream is out of step.
-            try:
+            with contextlib.suppress(OSError):
                 conn.sendall(frame(ERROR, 0, str(error).encode()))
-            except OSError:
-                pass
             print(f"rpc_server: {error}", file=sys.stderr, flush=True)
         except (ConnectionResetError, BrokenPipeError):
             pass

@@ -34,8 +34,13 @@ def provision_seconds(hosts: int) -> dict[str, float]:
         times["snapshot"] = time.monotonic() - started
         try:
             started = time.monotonic()
-            provisioner.apply(spec, spec_module.workload_dir(spec, EXPERIMENT), {"server": every, "client": every},
-                              {**spec.parameters, "file_size": "1MiB"}, run_id)
+            provisioner.apply(
+                spec,
+                spec_module.workload_dir(spec, EXPERIMENT),
+                {"server": every, "client": every},
+                {**spec.parameters, "file_size": "1MiB"},
+                run_id,
+            )
             times["apply"] = time.monotonic() - started
         finally:
             started = time.monotonic()
@@ -49,6 +54,11 @@ def provision_seconds(hosts: int) -> dict[str, float]:
 if __name__ == "__main__":
     one, eight = provision_seconds(1), provision_seconds(8)
     for stage in one:
-        print(f"{stage:<9} 1 host {one[stage]:6.1f} s   8 hosts {eight[stage]:6.1f} s   ratio {eight[stage] / one[stage]:.2f}")
+        print(
+            f"{stage:<9} 1 host {one[stage]:6.1f} s   8 hosts {eight[stage]:6.1f} s"
+            f"   ratio {eight[stage] / one[stage]:.2f}"
+        )
     total_one, total_eight = sum(one.values()), sum(eight.values())
-    print(f"{'total':<9} 1 host {total_one:6.1f} s   8 hosts {total_eight:6.1f} s   ratio {total_eight / total_one:.2f}")
+    print(
+        f"{'total':<9} 1 host {total_one:6.1f} s   8 hosts {total_eight:6.1f} s   ratio {total_eight / total_one:.2f}"
+    )

@@ -70,7 +70,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.write(out)
             else:
                 for i in range(0, len(out), WRITE_CHUNK):
-                    self.transport.write(out[i:i + WRITE_CHUNK])
+                    self.transport.write(out[i : i + WRITE_CHUNK])
             HttpProtocol.served += count
         if close or len(self.pending) >= MAX_HEADER:
             self.transport.close()
@@ -107,8 +107,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     HttpProtocol.response = build_response(args.size)
     loop = new_loop(args.loop)
-    print(f"http_server.py: {args.loop} loop ({type(loop).__name__}) on {args.bind}:{args.port}, "
-          f"body {args.size} bytes", file=sys.stderr, flush=True)
+    print(
+        f"http_server.py: {args.loop} loop ({type(loop).__name__}) on {args.bind}:{args.port}, body {args.size} bytes",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         loop.run_until_complete(serve(args.bind, args.port))
     finally:

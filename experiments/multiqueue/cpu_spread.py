@@ -36,9 +36,9 @@ def parse_softirqs(text):
     for line in lines[1:]:
         name, _, rest = line.partition(":")
         words = rest.split()
-        if len(words) < len(cpus) or not all(word.isdigit() for word in words[:len(cpus)]):
+        if len(words) < len(cpus) or not all(word.isdigit() for word in words[: len(cpus)]):
             raise CounterError(f"{SOFTIRQS}: line {name.strip()!r} has no count for each of {len(cpus)} CPUs")
-        counts[name.strip()] = [int(word) for word in words[:len(cpus)]]
+        counts[name.strip()] = [int(word) for word in words[: len(cpus)]]
     for name in ("NET_RX", "NET_TX"):
         if name not in counts:
             raise CounterError(f"{SOFTIRQS}: no {name} line")
@@ -55,8 +55,10 @@ def parse_softnet_stat(text):
         except ValueError:
             raise CounterError(f"{SOFTNET_STAT}: line {position + 1} is not hex numbers: {line[:60]!r}") from None
         if len(values) <= max(SOFTNET_COLUMNS.values()):
-            raise CounterError(f"{SOFTNET_STAT}: line {position + 1} has {len(values)} columns, "
-                               f"expected at least {max(SOFTNET_COLUMNS.values()) + 1}")
+            raise CounterError(
+                f"{SOFTNET_STAT}: line {position + 1} has {len(values)} columns, "
+                f"expected at least {max(SOFTNET_COLUMNS.values()) + 1}"
+            )
         cpu = values[SOFTNET_CPU_COLUMN] if len(values) > SOFTNET_CPU_COLUMN else position
         per_cpu[cpu] = {name: values[column] for name, column in SOFTNET_COLUMNS.items()}
     if not per_cpu:
@@ -75,8 +77,12 @@ def read_text(path):
 def snapshot():
     """The counters now, with the monotonic time they were read at."""
     cpus, softirqs = parse_softirqs(read_text(SOFTIRQS))
-    return {"time": time.monotonic(), "cpus": cpus, "softirqs": softirqs,
-            "softnet": parse_softnet_stat(read_text(SOFTNET_STAT))}
+    return {
+        "time": time.monotonic(),
+        "cpus": cpus,
+        "softirqs": softirqs,
+        "softnet": parse_softnet_stat(read_text(SOFTNET_STAT)),
+    }
 
 
 def shares(counts):
@@ -96,21 +102,27 @@ def spread(before, after, side):
     if before["cpus"] != after["cpus"]:
         raise CounterError(f"the CPUs in {SOFTIRQS} changed during the load: {before['cpus']} -> {after['cpus']}")
     cpus = after["cpus"]
-    result = {"side": side, "host": socket.gethostname(), "window_seconds": round(after["time"] - before["time"], 3),
-              "cpus": cpus}
+    result = {
+        "side": side,
+        "host": socket.gethostname(),
+        "window_seconds": round(after["time"] - before["time"], 3),
+        "cpus": cpus,
+    }
     for name, key in (("NET_RX", "net_rx"), ("NET_TX", "net_tx")):
         result[key] = [now - then for now, then in zip(after["softirqs"][name], before["softirqs"][name])]
     for field in SOFTNET_COLUMNS:
-        result[field] = [after["softnet"].get(cpu, {}).get(field, 0) - before["softnet"].get(cpu, {}).get(field, 0)
-                         for cpu in cpus]
+        result[field] = [
+            after["softnet"].get(cpu, {}).get(field, 0) - before["softnet"].get(cpu, {}).get(field, 0) for cpu in cpus
+        ]
     for key in ("net_rx", "processed"):
         result[f"{key}_share"] = shares(result[key])
         known = [share for share in result[f"{key}_share"] if share is not None]
         result[f"{key}_max_share"] = max(known) if known else None
     # RFS steers only when this global table exists and is non-zero; inside a network
     # namespace other than the first the file is absent (null here).
-    result["rps_sock_flow_entries"] = (read_text(RPS_SOCK_FLOW_ENTRIES).strip()
-                                       if os.path.exists(RPS_SOCK_FLOW_ENTRIES) else None)
+    result["rps_sock_flow_entries"] = (
+        read_text(RPS_SOCK_FLOW_ENTRIES).strip() if os.path.exists(RPS_SOCK_FLOW_ENTRIES) else None
+    )
     return result
 
 

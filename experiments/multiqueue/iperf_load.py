@@ -42,8 +42,20 @@ class LoadError(Exception):
 
 def iperf_argv(iperf3, host, port, mode, streams, seconds, omit):
     # -i 0: no interval reports (the JSON stays small); -J: one JSON document.
-    argv = [iperf3, "--client", host, "--port", str(port), "--json", "--interval", "0",
-            "--time", str(seconds), "--parallel", str(streams)]
+    argv = [
+        iperf3,
+        "--client",
+        host,
+        "--port",
+        str(port),
+        "--json",
+        "--interval",
+        "0",
+        "--time",
+        str(seconds),
+        "--parallel",
+        str(streams),
+    ]
     if mode == "udp64":
         # No --omit for UDP: iperf3 3.12 counts omitted datagrams as lost.
         return argv + ["--udp", "--bitrate", "0", "--length", str(UDP_PAYLOAD)]
@@ -72,14 +84,20 @@ def parse_report(text, mode):
     if test.get("protocol") != wanted:
         raise LoadError(f"iperf3 ran a {test.get('protocol') or 'unknown'} test, not the {wanted} test of mode {mode}")
     cpu = end.get("cpu_utilization_percent") or {}
-    record = {"mode": mode, "streams": test.get("num_streams"),
-              "seconds": seconds, "bytes_received": received_bytes,
-              "gbit_per_second": round(received_bytes * 8 / seconds / 1e9, 4),
-              "sender_cpu_percent": cpu.get("host_total"), "receiver_cpu_percent": cpu.get("remote_total")}
+    record = {
+        "mode": mode,
+        "streams": test.get("num_streams"),
+        "seconds": seconds,
+        "bytes_received": received_bytes,
+        "gbit_per_second": round(received_bytes * 8 / seconds / 1e9, 4),
+        "sender_cpu_percent": cpu.get("host_total"),
+        "receiver_cpu_percent": cpu.get("remote_total"),
+    }
     if mode == "tcp":
         sent = end.get("sum_sent") or {}
-        record.update(value=seconds / (received_bytes / GIB), units=received_bytes, errors=0,
-                      retransmits=sent.get("retransmits"))
+        record.update(
+            value=seconds / (received_bytes / GIB), units=received_bytes, errors=0, retransmits=sent.get("retransmits")
+        )
         return record
     # The bytes that arrived count the delivered datagrams; iperf3's loss comes from gaps in
     # sequence numbers and is kept beside them.
@@ -90,9 +108,15 @@ def parse_report(text, mode):
         raise LoadError(f"no whole datagram arrived ({received_bytes} bytes)")
     sent_packets = int((end.get("sum_sent") or {}).get("packets", 0))
     lost = int(received.get("lost_packets", 0))
-    record.update(value=seconds / (delivered / 1e6), units=delivered, errors=0, sent_packets=sent_packets,
-                  lost_packets=lost, lost_percent=round(100.0 * lost / sent_packets, 3) if sent_packets else None,
-                  packets_per_second=round(delivered / seconds, 1))
+    record.update(
+        value=seconds / (delivered / 1e6),
+        units=delivered,
+        errors=0,
+        sent_packets=sent_packets,
+        lost_packets=lost,
+        lost_percent=round(100.0 * lost / sent_packets, 3) if sent_packets else None,
+        packets_per_second=round(delivered / seconds, 1),
+    )
     return record
 
 
@@ -103,7 +127,7 @@ def run(args):
     argv = iperf_argv(iperf3, args.host, args.port, args.mode, args.streams, args.seconds, args.omit)
     before = cpu_spread.snapshot()
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=args.seconds + args.omit + 30)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=args.seconds + args.omit + 30, check=False)
     except subprocess.TimeoutExpired:
         raise LoadError(f"iperf3 did not finish within {args.seconds + args.omit + 30} s") from None
     after = cpu_spread.snapshot()

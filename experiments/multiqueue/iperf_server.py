@@ -11,6 +11,7 @@ and the harness reading its counters; idle time adds little network work.
 """
 
 import argparse
+import contextlib
 import json
 import shutil
 import signal
@@ -28,8 +29,11 @@ def udp_errors(text):
     if len(rows) < 2:
         return {}
     fields = dict(zip(rows[0][1:], rows[1][1:]))
-    return {key: int(fields[name]) for key, name in (("udp_rcvbuf_errors", "RcvbufErrors"),
-                                                     ("udp_in_errors", "InErrors")) if name in fields}
+    return {
+        key: int(fields[name])
+        for key, name in (("udp_rcvbuf_errors", "RcvbufErrors"), ("udp_in_errors", "InErrors"))
+        if name in fields
+    }
 
 
 def read_udp_errors():
@@ -58,13 +62,12 @@ def main(argv=None):
     except cpu_spread.CounterError as exc:
         print(f"iperf_server: {exc}", file=sys.stderr)
         return 1
-    server = subprocess.Popen([iperf3, "--server", "--bind", args.bind, "--port", str(args.port)],
-                              stdin=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [iperf3, "--server", "--bind", args.bind, "--port", str(args.port)], stdin=subprocess.DEVNULL
+    )
     while server.poll() is None and not stopping:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             server.wait(timeout=0.2)
-        except subprocess.TimeoutExpired:
-            pass
     if stopping and server.poll() is None:
         server.terminate()  # the harness signals the whole group; this covers a TERM sent to us alone
     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -202,8 +203,9 @@ async def run_handoff_worker(channel: socket.socket, worker: Worker) -> None:
     await closed
 
 
-def start_worker(index: int, args, listener: socket.socket | None, channel: socket.socket | None,
-                 close_in_child: list[socket.socket]) -> int:
+def start_worker(
+    index: int, args, listener: socket.socket | None, channel: socket.socket | None, close_in_child: list[socket.socket]
+) -> int:
     pid = os.fork()
     if pid:
         return pid
@@ -303,15 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stopping = True
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for pid in pids:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
     return status
 
 

@@ -25,7 +25,7 @@ def parse_size(path: str) -> int | None:
     prefix = "/bytes/"
     if not path.startswith(prefix):
         return None
-    digits = path[len(prefix):]
+    digits = path[len(prefix) :]
     if not digits.isdigit() or len(digits) > 12:
         return None
     size = int(digits)
@@ -33,12 +33,16 @@ def parse_size(path: str) -> int | None:
 
 
 async def _respond(send, status: int, body: bytes) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/octet-stream"),
-                    (b"content-length", str(len(body)).encode("ascii"))],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/octet-stream"),
+                (b"content-length", str(len(body)).encode("ascii")),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

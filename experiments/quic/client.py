@@ -36,8 +36,8 @@ import h2.connection
 import h2.events
 import h2.settings
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3 import events as h3_events
+from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated
@@ -75,10 +75,13 @@ class H2Client(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.h2.local_settings = h2.settings.Settings(client=True, initial_values={
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.stream_window,
-        })
+        self.h2.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.stream_window,
+            },
+        )
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(self.connection_window - 65535)
         self.flush()
@@ -91,9 +94,16 @@ class H2Client(asyncio.Protocol):
     def request(self, path: str, expected: int, on_done: Done) -> None:
         stream_id = self.h2.get_next_available_stream_id()
         self.responses[stream_id] = _Response(expected, on_done)
-        self.h2.send_headers(stream_id, [(b":method", b"GET"), (b":scheme", b"https"),
-                                         (b":authority", self.authority), (b":path", path.encode("ascii"))],
-                             end_stream=True)
+        self.h2.send_headers(
+            stream_id,
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"https"),
+                (b":authority", self.authority),
+                (b":path", path.encode("ascii")),
+            ],
+            end_stream=True,
+        )
 
     def data_received(self, data: bytes) -> None:
         for event in self.h2.receive_data(data):
@@ -158,9 +168,16 @@ class H3Client(QuicConnectionProtocol):
     def request(self, path: str, expected: int, on_done: Done) -> None:
         stream_id = self._quic.get_next_available_stream_id()
         self.responses[stream_id] = _Response(expected, on_done)
-        self.h3.send_headers(stream_id, [(b":method", b"GET"), (b":scheme", b"https"),
-                                         (b":authority", self.authority), (b":path", path.encode("ascii"))],
-                             end_stream=True)
+        self.h3.send_headers(
+            stream_id,
+            [
+                (b":method", b"GET"),
+                (b":scheme", b"https"),
+                (b":authority", self.authority),
+                (b":path", path.encode("ascii")),
+            ],
+            end_stream=True,
+        )
 
     def quic_event_received(self, event) -> None:
         if isinstance(event, ConnectionTerminated):
@@ -180,8 +197,9 @@ class H3Client(QuicConnectionProtocol):
                     self.responses.pop(h3_event.stream_id).finish()
 
 
-async def run_batch(client, path: str, expected: int, requests: int, concurrency: int,
-                    timeout: float) -> tuple[float, int, str | None]:
+async def run_batch(
+    client, path: str, expected: int, requests: int, concurrency: int, timeout: float
+) -> tuple[float, int, str | None]:
     """Send `requests` GETs with at most `concurrency` in flight: (seconds, errors, why it
     stopped early or None). Requests that never completed count as errors."""
     loop = asyncio.get_running_loop()
@@ -209,7 +227,11 @@ async def run_batch(client, path: str, expected: int, requests: int, concurrency
     if finished.done():
         return elapsed, state["errors"], None
     why = client.lost.result() if client.lost.done() else f"timeout after {timeout:g} s"
-    return elapsed, state["errors"] + requests - state["done"], f"{state['done']} of {requests} requests done, then {why}"
+    return (
+        elapsed,
+        state["errors"] + requests - state["done"],
+        f"{state['done']} of {requests} requests done, then {why}",
+    )
 
 
 def emit(record: dict) -> None:
@@ -235,9 +257,11 @@ async def run_batches(client, args) -> int:
             # Reported with its errors (a validity gate then rejects the trial); no more batches.
             print(f"batch {batch}: {stopped}", file=sys.stderr)
             return 1
-        print(f"batch {batch}: {requests} requests, {requests / seconds:.1f} req/s, "
-              f"{requests * args.size / seconds / 2**20:.1f} MiB/s, client CPU {cpu:.3f} s of {seconds:.3f} s",
-              file=sys.stderr)
+        print(
+            f"batch {batch}: {requests} requests, {requests / seconds:.1f} req/s, "
+            f"{requests * args.size / seconds / 2**20:.1f} MiB/s, client CPU {cpu:.3f} s of {seconds:.3f} s",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -265,10 +289,17 @@ async def main_h2(args) -> int:
     started = time.perf_counter()
     transport, client = await loop.create_connection(
         lambda: H2Client(f"{args.host}:{args.port}", args.stream_window, args.connection_window),
-        args.host, args.port, ssl=context, server_hostname="localhost")
+        args.host,
+        args.port,
+        ssl=context,
+        server_hostname="localhost",
+    )
     protocol = transport.get_extra_info("ssl_object")
-    print(f"h2: connected in {time.perf_counter() - started:.4f} s, {protocol.version()} {protocol.cipher()[0]}, "
-          f"ALPN {protocol.selected_alpn_protocol()}", file=sys.stderr)
+    print(
+        f"h2: connected in {time.perf_counter() - started:.4f} s, {protocol.version()} {protocol.cipher()[0]}, "
+        f"ALPN {protocol.selected_alpn_protocol()}",
+        file=sys.stderr,
+    )
     if protocol.selected_alpn_protocol() != "h2":
         print("h2: the server did not agree to HTTP/2", file=sys.stderr)
         return 1
@@ -287,7 +318,8 @@ async def connect_h3(host: str, port: int, configuration: QuicConfiguration):
     sock.setblocking(False)
     sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
     transport, client = await loop.create_datagram_endpoint(
-        lambda: H3Client(QuicConnection(configuration=configuration), sock), sock=sock)
+        lambda: H3Client(QuicConnection(configuration=configuration), sock), sock=sock
+    )
     try:
         client.connect(address)
         await client.wait_connected()
@@ -299,23 +331,35 @@ async def connect_h3(host: str, port: int, configuration: QuicConfiguration):
 
 
 async def main_h3(args) -> int:
-    configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, verify_mode=ssl.CERT_NONE,
-                                      server_name="localhost", max_data=args.connection_window,
-                                      max_stream_data=args.stream_window)
+    configuration = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=H3_ALPN,
+        verify_mode=ssl.CERT_NONE,
+        server_name="localhost",
+        max_data=args.connection_window,
+        max_stream_data=args.stream_window,
+    )
     started = time.perf_counter()
     async with connect_h3(args.host, args.port, configuration) as client:
         client.authority = f"{args.host}:{args.port}".encode("ascii")
         tls = client._quic.tls
-        print(f"h3: connected in {time.perf_counter() - started:.4f} s, cipher suite {tls.key_schedule.cipher_suite.name}, "
-              f"congestion control {configuration.congestion_control_algorithm}, "
-              f"max datagram {configuration.max_datagram_size} B", file=sys.stderr)
+        print(
+            f"h3: connected in {time.perf_counter() - started:.4f} s, "
+            f"cipher suite {tls.key_schedule.cipher_suite.name}, "
+            f"congestion control {configuration.congestion_control_algorithm}, "
+            f"max datagram {configuration.max_datagram_size} B",
+            file=sys.stderr,
+        )
         local_port = client.sock.getsockname()[1]
         try:
             return await run_batches(client, args)
         finally:
             # The server's count is there only when it runs on this host.
-            print(f"h3: UDP datagrams dropped by the kernel: client socket {udp_drops(local_port)}, "
-                  f"server socket {udp_drops(args.port)}", file=sys.stderr)
+            print(
+                f"h3: UDP datagrams dropped by the kernel: client socket {udp_drops(local_port)}, "
+                f"server socket {udp_drops(args.port)}",
+                file=sys.stderr,
+            )
 
 
 def runnable_wait_seconds() -> float | None:
@@ -331,7 +375,7 @@ def runnable_wait_seconds() -> float | None:
 
 
 def parse_size(text: str) -> int:
-    units = {"KiB": 1024, "MiB": 1024 ** 2, "GiB": 1024 ** 3}
+    units = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
     for suffix, factor in units.items():
         if text.endswith(suffix):
             return int(text[: -len(suffix)]) * factor
@@ -346,8 +390,12 @@ def main() -> int:
     parser.add_argument("--size", type=parse_size, required=True, help="response body bytes (or 1KiB, 1MiB)")
     parser.add_argument("--requests", type=int, default=1000, help="requests per batch")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (streams)")
-    parser.add_argument("--batch-bytes", type=parse_size, default=64 * 2**20,
-                        help="fewer requests per batch when --requests would move more than this")
+    parser.add_argument(
+        "--batch-bytes",
+        type=parse_size,
+        default=64 * 2**20,
+        help="fewer requests per batch when --requests would move more than this",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="batches, one value each")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds one batch may take")
     parser.add_argument("--stream-window", type=parse_size, default=16 * 2**20)

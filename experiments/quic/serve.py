@@ -17,14 +17,13 @@ import os
 import sys
 import tempfile
 
+from app import app
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
-
-from app import app
 
 
 def write_self_signed(folder: str, bind: str) -> tuple[str, str]:
@@ -39,7 +38,8 @@ def write_self_signed(folder: str, bind: str) -> tuple[str, str]:
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -52,8 +52,11 @@ def write_self_signed(folder: str, bind: str) -> tuple[str, str]:
         out.write(cert.public_bytes(serialization.Encoding.PEM))
     descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as out:
-        out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()))
+        out.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return cert_path, key_path
 
 
@@ -86,8 +89,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix=f"quic-tls-{args.port}-", dir=args.workdir) as folder:
         cert, key = write_self_signed(folder, args.bind)
         config = hypercorn_config(args.proto, args.bind, args.port, cert, key)
-        print(f"serving {args.proto} on {args.bind}:{args.port} ({'udp' if args.proto == 'h3' else 'tcp'})",
-              file=sys.stderr, flush=True)
+        print(
+            f"serving {args.proto} on {args.bind}:{args.port} ({'udp' if args.proto == 'h3' else 'tcp'})",
+            file=sys.stderr,
+            flush=True,
+        )
         asyncio.run(serve(app, config))
 
 

@@ -77,8 +77,9 @@ def log(message: str) -> None:
 
 
 def run(argv: list[str], check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, capture_output=True, text=True, input=stdin, timeout=60,
-                            preexec_fn=_unblock_signals)
+    result = subprocess.run(
+        argv, capture_output=True, text=True, input=stdin, timeout=60, preexec_fn=_unblock_signals, check=False
+    )
     if check and result.returncode != 0:
         detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
         raise SetupError(f"{' '.join(argv[:6])} exited {result.returncode}: {detail[-1] if detail else 'no output'}")
@@ -90,6 +91,7 @@ def _unblock_signals() -> None:
 
 
 # --- the device and the CPUs ------------------------------------------------------------------
+
 
 def device_of(address: str) -> str:
     for link in json.loads(run(["ip", "-j", "addr", "show"]).stdout):
@@ -145,8 +147,9 @@ def idle_seconds(cpus: list[int]) -> float:
         if states:
             total += sum(int(state.read_text()) for state in states) / 1e6
         else:
-            fields = next(line.split() for line in Path("/proc/stat").read_text().splitlines()
-                          if line.startswith(f"cpu{cpu} "))
+            fields = next(
+                line.split() for line in Path("/proc/stat").read_text().splitlines() if line.startswith(f"cpu{cpu} ")
+            )
             total += (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
     return total
 
@@ -178,9 +181,12 @@ def same_value(a: str, b: str) -> bool:
 
 
 def same_steering(a: dict, b: dict) -> bool:
-    return (a.keys() == b.keys() and a["rps_cpus"].keys() == b["rps_cpus"].keys()
-            and all(same_value(a["rps_cpus"][q], b["rps_cpus"][q]) for q in a["rps_cpus"])
-            and all(same_value(a[name], b[name]) for name in a if name != "rps_cpus"))
+    return (
+        a.keys() == b.keys()
+        and a["rps_cpus"].keys() == b["rps_cpus"].keys()
+        and all(same_value(a["rps_cpus"][q], b["rps_cpus"][q]) for q in a["rps_cpus"])
+        and all(same_value(a[name], b[name]) for name in a if name != "rps_cpus")
+    )
 
 
 def write_sysfs(path: Path, value: str) -> None:
@@ -209,11 +215,26 @@ def napi_threads(device: str) -> set[int]:
 
 # --- the drop points ------------------------------------------------------------------------------
 
+
 def compile_program(workload: Path, workdir: Path, port: int) -> Path:
     machine = run(["gcc", "-dumpmachine"]).stdout.strip()
     target = workdir / f"xdp_drop-{port}.o"
-    run(["clang", "-O2", "-g", "-Wall", "-target", "bpf", f"-I/usr/include/{machine}", f"-DDROP_PORT={port}",
-         "-c", str(workload / "xdp_drop.c"), "-o", str(target)])
+    run(
+        [
+            "clang",
+            "-O2",
+            "-g",
+            "-Wall",
+            "-target",
+            "bpf",
+            f"-I/usr/include/{machine}",
+            f"-DDROP_PORT={port}",
+            "-c",
+            str(workload / "xdp_drop.c"),
+            "-o",
+            str(target),
+        ]
+    )
     return target
 
 
@@ -234,12 +255,14 @@ def detach_program(device: str) -> None:
 
 
 def add_table(port: int) -> None:
-    rules = (f"table inet {NFT_TABLE} {{\n"
-             "  chain prerouting {\n"
-             "    type filter hook prerouting priority raw; policy accept;\n"
-             f"    udp dport {port} counter drop\n"
-             "  }\n"
-             "}\n")
+    rules = (
+        f"table inet {NFT_TABLE} {{\n"
+        "  chain prerouting {\n"
+        "    type filter hook prerouting priority raw; policy accept;\n"
+        f"    udp dport {port} counter drop\n"
+        "  }\n"
+        "}\n"
+    )
     run(["nft", "-f", "-"], stdin=rules)
 
 
@@ -271,6 +294,7 @@ def hold_device(device: str) -> socket.socket:
 
 # --- the flood window ----------------------------------------------------------------------------
 
+
 class FloodWindow:
     """Finds the flood in 50 ms samples of rx_packets and keeps the idle time of the CPUs at
     its edges in a file for result.py: {"start": sample, "end": sample, "floods": n}, where a
@@ -295,13 +319,18 @@ class FloodWindow:
                 self.start = self.previous
         if flooding or self.active:  # the first quiet sample closes the window: the ring drained
             self.end = current
-            self.path.write_text(json.dumps({"start": self.start, "end": self.end, "floods": self.floods,
-                                             "cpus": self.cpus, "open": flooding}) + "\n")
+            self.path.write_text(
+                json.dumps(
+                    {"start": self.start, "end": self.end, "floods": self.floods, "cpus": self.cpus, "open": flooding}
+                )
+                + "\n"
+            )
         self.active = flooding
         self.previous = current
 
 
 # --- the launcher ----------------------------------------------------------------------------------
+
 
 class Receiver:
     def __init__(self, args: argparse.Namespace):
@@ -339,8 +368,10 @@ class Receiver:
             self.restore_napi()  # `threaded` can only be written while the program gives NAPI
             detach_program(self.device)
         elif leftover:
-            raise SetupError(f"{self.device} already has XDP program {leftover.get('name')} (id {leftover.get('id')}); "
-                             "not replacing a program this experiment did not attach")
+            raise SetupError(
+                f"{self.device} already has XDP program {leftover.get('name')} (id {leftover.get('id')}); "
+                "not replacing a program this experiment did not attach"
+            )
 
         napi_pids: set[int] = set()
         if steering:
@@ -359,12 +390,18 @@ class Receiver:
             log(f"added table inet {NFT_TABLE}: udp dport {args.port} counter drop (prerouting, priority raw)")
 
         state = {
-            "mode": args.mode, "device": self.device, "port": args.port, "launcher_pid": os.getpid(),
-            "cpus": self.cpus, "steering": steering,
-            "napi_pids": sorted(napi_pids), "napi_cpu_ns_start": {str(pid): cpu_ns(pid) for pid in napi_pids},
+            "mode": args.mode,
+            "device": self.device,
+            "port": args.port,
+            "launcher_pid": os.getpid(),
+            "cpus": self.cpus,
+            "steering": steering,
+            "napi_pids": sorted(napi_pids),
+            "napi_cpu_ns_start": {str(pid): cpu_ns(pid) for pid in napi_pids},
             "prog_id": attached_program(self.device)["id"] if args.mode == "xdp" else None,
             "count_file": str(self.workdir / f"sink-{args.port}.count") if args.mode == "userspace" else None,
-            "sink_pid": None, "window_file": str(self.window_file),
+            "sink_pid": None,
+            "window_file": str(self.window_file),
             # Where packets went, read again by result.py: the veth's per-queue NAPI counters
             # (every frame its NAPI polled) and the namespace's UDP counters.
             "device_stats_start": device_stats(self.device) if veth else {},
@@ -373,14 +410,17 @@ class Receiver:
         if args.mode == "userspace":
             self.sink = subprocess.Popen(
                 [args.sink, args.address, str(args.port), state["count_file"], "--batch", str(args.sink_batch)],
-                preexec_fn=_unblock_signals)
+                preexec_fn=_unblock_signals,
+            )
             state["sink_pid"] = self.sink.pid
         self.state_file.write_text(json.dumps(state) + "\n")
         self.window = FloodWindow(self.device, self.cpus, self.window_file)
         if args.mode != "userspace":
             self.sockets.append(bind_guard(args.address, args.port))
-        log(f"ready: mode {args.mode} on {self.device} port {args.port}, CPUs {self.cpus}"
-            + (f", RPS to them, NAPI threads {sorted(napi_pids)} pinned to them" if steering else ""))
+        log(
+            f"ready: mode {args.mode} on {self.device} port {args.port}, CPUs {self.cpus}"
+            + (f", RPS to them, NAPI threads {sorted(napi_pids)} pinned to them" if steering else "")
+        )
 
     def save_steering(self) -> None:
         self.steering_file = self.workdir / f"receiver-steering-{self.device}.json"
@@ -483,14 +523,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--address", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--workload", default=str(Path(__file__).resolve().parent),
-                        help="folder with xdp_drop.c (default: this script's)")
+    parser.add_argument(
+        "--workload",
+        default=str(Path(__file__).resolve().parent),
+        help="folder with xdp_drop.c (default: this script's)",
+    )
     parser.add_argument("--sink", default="udp_sink", help="the udp_sink binary (userspace mode)")
     parser.add_argument("--sink-batch", type=int, default=64)
-    parser.add_argument("--coalesce-us", type=int, default=50,
-                        help="xdp mode: NAPI poll interval while packets flow (gro_flush_timeout); 0: woken per packet")
-    parser.add_argument("--no-steering", dest="steering", action="store_false",
-                        help="leave RPS, threaded NAPI and coalescing of the device as they are")
+    parser.add_argument(
+        "--coalesce-us",
+        type=int,
+        default=50,
+        help="xdp mode: NAPI poll interval while packets flow (gro_flush_timeout); 0: woken per packet",
+    )
+    parser.add_argument(
+        "--no-steering",
+        dest="steering",
+        action="store_false",
+        help="leave RPS, threaded NAPI and coalescing of the device as they are",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.coalesce_us <= 10000:
         parser.error(f"--coalesce-us {args.coalesce_us}: give 0 to 10000 microseconds")

@@ -39,8 +39,16 @@ from pathlib import Path
 sys.dont_write_bytecode = True  # no __pycache__ in the workload folder
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from receiver import (NFT_TABLE, PROGRAM_NAME, SetupError, attached_program, cpu_ns,  # noqa: E402
-                      device_stats, run, udp_counters)
+from receiver import (  # noqa: E402  (after the sys.path line above)
+    NFT_TABLE,
+    PROGRAM_NAME,
+    SetupError,
+    attached_program,
+    cpu_ns,
+    device_stats,
+    run,
+    udp_counters,
+)
 
 METRICS = ("packet_rate", "receiver_cpu")
 WINDOW_CLOSE_SECONDS = 2.0  # how long to wait for receiver.py to see the flood end
@@ -49,8 +57,9 @@ WINDOW_CLOSE_SECONDS = 2.0  # how long to wait for receiver.py to see the flood 
 def xdp_packets(state: dict) -> int:
     attached = attached_program(state["device"])
     if not attached or attached.get("id") != state["prog_id"]:
-        raise SetupError(f"{PROGRAM_NAME} id {state['prog_id']} is no longer attached to {state['device']} "
-                         f"(found {attached})")
+        raise SetupError(
+            f"{PROGRAM_NAME} id {state['prog_id']} is no longer attached to {state['device']} (found {attached})"
+        )
     program = json.loads(run(["bpftool", "prog", "show", "id", str(state["prog_id"]), "-j"]).stdout)
     for map_id in program.get("map_ids", []):
         dump = json.loads(run(["bpftool", "map", "dump", "id", str(map_id), "-j"]).stdout)
@@ -94,11 +103,15 @@ def measure(state: dict, window_seconds: float, metric: str, load_seconds: float
     window = flood_window(state)
     packets = COUNTERS[state["mode"]](state)
     if packets <= 0:
-        raise SetupError(f"the {state['mode']} receiver on {state['device']} port {state['port']} counted no "
-                         "packet: did the flood reach it?")
+        raise SetupError(
+            f"the {state['mode']} receiver on {state['device']} port {state['port']} counted no "
+            "packet: did the flood reach it?"
+        )
     if window is None and metric == "receiver_cpu":
-        raise SetupError(f"receiver.py saw no flood on {state['device']} (rx_packets never rose fast enough), "
-                         "so the receiver's CPU time over it is unknown")
+        raise SetupError(
+            f"receiver.py saw no flood on {state['device']} (rx_packets never rose fast enough), "
+            "so the receiver's CPU time over it is unknown"
+        )
     if window is not None and window["open"] and metric == "receiver_cpu":
         raise SetupError(f"the flood on {state['device']} had not ended {WINDOW_CLOSE_SECONDS:g} s after the load")
     busy = None
@@ -110,27 +123,38 @@ def measure(state: dict, window_seconds: float, metric: str, load_seconds: float
         try:
             napi_ns += cpu_ns(int(pid)) - start
         except OSError:
-            raise SetupError(f"NAPI thread {pid} of {state['device']} is gone: its NAPI was rebuilt during the "
-                             "trial") from None
+            raise SetupError(
+                f"NAPI thread {pid} of {state['device']} is gone: its NAPI was rebuilt during the trial"
+            ) from None
     process_ns = cpu_ns(state["sink_pid"]) if state["sink_pid"] else 0
     before = state["device_stats_start"]
     after = device_stats(state["device"]) if before else {}
 
     def queue_delta(suffix):  # summed over the rx queues of `ethtool -S`
-        return sum(after[name] - before.get(name, 0) for name in after
-                   if name.startswith("rx_queue_") and name.endswith(suffix))
+        return sum(
+            after[name] - before.get(name, 0)
+            for name in after
+            if name.startswith("rx_queue_") and name.endswith(suffix)
+        )
 
     udp = udp_counters()
     value = window_seconds / packets if metric == "packet_rate" else busy / packets
     return {
-        "value": value, "units": packets, "errors": 0, "metric": metric, "mode": state["mode"],
-        "window_seconds": window_seconds, "load_seconds": load_seconds, "mpps": packets / window_seconds / 1e6,
+        "value": value,
+        "units": packets,
+        "errors": 0,
+        "metric": metric,
+        "mode": state["mode"],
+        "window_seconds": window_seconds,
+        "load_seconds": load_seconds,
+        "mpps": packets / window_seconds / 1e6,
         "receiver_cpu_seconds": None if busy is None else round(busy, 6),
         "receiver_ns_per_packet": None if busy is None else round(busy / packets * 1e9, 1),
         "receiver_cpus": state["cpus"],
         "flood_seconds_seen": None if window is None else round(window["end"]["t"] - window["start"]["t"], 3),
         "floods_seen": None if window is None else window["floods"],
-        "napi_cpu_seconds": round(napi_ns / 1e9, 6), "sink_cpu_seconds": round(process_ns / 1e9, 6),
+        "napi_cpu_seconds": round(napi_ns / 1e9, 6),
+        "sink_cpu_seconds": round(process_ns / 1e9, 6),
         "napi_packets": queue_delta("_xdp_packets") if before else None,
         "xdp_drops": queue_delta("_xdp_drops") if before else None,
         "socket_drops": udp.get("RcvbufErrors", 0) - state["udp_start"].get("RcvbufErrors", 0),

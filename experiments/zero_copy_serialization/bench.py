@@ -23,9 +23,8 @@ import os
 import sys
 import time
 
-import pyperf
-
 import formats
+import pyperf
 import records
 
 
@@ -59,13 +58,22 @@ def main() -> int:
         return time.perf_counter() - start
 
     name = f"{args.codec}-{args.payload_bytes}B-{args.fields}"
-    benchmark = runner.bench_time_func(name, time_reads, metadata={
-        "payload_json_bytes": len(records.json_bytes(message)), "payload_bytes": len(payload),
-        "records": len(message["records"])})
+    benchmark = runner.bench_time_func(
+        name,
+        time_reads,
+        metadata={
+            "payload_json_bytes": len(records.json_bytes(message)),
+            "payload_bytes": len(payload),
+            "records": len(message["records"]),
+        },
+    )
     if args.worker:  # pyperf sent this worker's run to the parent through --pipe
         return 0
-    print(f"{name}: {len(message['records'])} records, {len(payload)} bytes encoded "
-          f"({len(records.json_bytes(message))} as JSON)", file=sys.stderr)
+    print(
+        f"{name}: {len(message['records'])} records, {len(payload)} bytes encoded "
+        f"({len(records.json_bytes(message))} as JSON)",
+        file=sys.stderr,
+    )
     with values_out:
         for run in benchmark.get_runs():
             for value in run.values:

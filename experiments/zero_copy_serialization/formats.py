@@ -51,6 +51,7 @@ def _json_stdlib() -> Codec:
 
 def _orjson() -> Codec:
     import orjson
+
     return _dict_codec(orjson.loads)
 
 
@@ -94,9 +95,18 @@ def _zero_copy() -> Codec:
         return total
 
     def to_python(buffer):
-        return {"records": [{"id": r.id, "score": r.score, "name": str(r.name, "utf-8"),
-                             "email": str(r.email, "utf-8"), "values": r.values.tolist()}
-                            for r in zero_copy.MessageReader(buffer).records()]}
+        return {
+            "records": [
+                {
+                    "id": r.id,
+                    "score": r.score,
+                    "name": str(r.name, "utf-8"),
+                    "email": str(r.email, "utf-8"),
+                    "values": r.values.tolist(),
+                }
+                for r in zero_copy.MessageReader(buffer).records()
+            ]
+        }
 
     return Codec(zero_copy.encode, read_one, read_all, to_python)
 
@@ -179,8 +189,7 @@ def _flatbuffers() -> Codec:
         total = 0.0
         for i in range(count):
             t = row(root, start, i)
-            total += (get_int(t, 0) + get_float(t, 1) + len(get_bytes(t, 2)) + len(get_bytes(t, 3))
-                      + sum(get_values(t)))
+            total += get_int(t, 0) + get_float(t, 1) + len(get_bytes(t, 2)) + len(get_bytes(t, 3)) + sum(get_values(t))
         return total
 
     def to_python(buffer):
@@ -188,8 +197,15 @@ def _flatbuffers() -> Codec:
         out = []
         for i in range(count):
             t = row(root, start, i)
-            out.append({"id": get_int(t, 0), "score": get_float(t, 1), "name": get_bytes(t, 2).decode(),
-                        "email": get_bytes(t, 3).decode(), "values": get_values(t)})
+            out.append(
+                {
+                    "id": get_int(t, 0),
+                    "score": get_float(t, 1),
+                    "name": get_bytes(t, 2).decode(),
+                    "email": get_bytes(t, 3).decode(),
+                    "values": get_values(t),
+                }
+            )
         return {"records": out}
 
     return Codec(encode, read_one, read_all, to_python)
@@ -197,6 +213,7 @@ def _flatbuffers() -> Codec:
 
 def _capnp() -> Codec:
     import capnp
+
     schema = capnp.load(SCHEMA)
     # The default traversal limit (64 MiB of words read per message) is far above 1 MiB payloads.
 
@@ -228,15 +245,23 @@ def _capnp() -> Codec:
 
     def to_python(buffer):
         with schema.Message.from_bytes(buffer) as message:
-            return {"records": [{"id": r.id, "score": r.score, "name": r.name, "email": r.email,
-                                 "values": list(r.values)} for r in message.records]}
+            return {
+                "records": [
+                    {"id": r.id, "score": r.score, "name": r.name, "email": r.email, "values": list(r.values)}
+                    for r in message.records
+                ]
+            }
 
     return Codec(encode, read_one, read_all, to_python)
 
 
 CODECS: dict[str, Callable[[], Codec]] = {
-    "json_stdlib": _json_stdlib, "orjson": _orjson, "msgspec": _msgspec,
-    "zero_copy": _zero_copy, "flatbuffers": _flatbuffers, "capnp": _capnp,
+    "json_stdlib": _json_stdlib,
+    "orjson": _orjson,
+    "msgspec": _msgspec,
+    "zero_copy": _zero_copy,
+    "flatbuffers": _flatbuffers,
+    "capnp": _capnp,
 }
 
 

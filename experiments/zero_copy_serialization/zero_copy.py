@@ -34,7 +34,8 @@ which needs a little-endian host (checked at import).
 
 import struct
 import sys
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 if sys.byteorder != "little":
     raise ImportError("zero_copy: the values view is cast to native int64; this host is big-endian")
@@ -56,6 +57,7 @@ class LayoutError(ValueError):
 
 class Record(NamedTuple):
     """One record as MessageReader returns it: name, email and values are views of the buffer."""
+
     id: int
     score: float
     name: memoryview
@@ -140,7 +142,7 @@ def _slice(view: memoryview, offset: int, length: int) -> memoryview:
     # A memoryview slice past the end would silently come out short: check first.
     if offset + length > len(view):
         raise LayoutError(f"field at {offset}+{length} runs past the {len(view)}-byte buffer")
-    return view[offset:offset + length]
+    return view[offset : offset + length]
 
 
 class MessageReader:
@@ -174,10 +176,16 @@ class MessageReader:
         """Every record in order, each slot unpacked in one call (the fast path for reading all)."""
         view = self._view
         size = len(view)
-        slots = view[HEADER.size:HEADER.size + SLOT.size * self._count]
+        slots = view[HEADER.size : HEADER.size + SLOT.size * self._count]
         for index, (id, score, name_at, name_len, email_at, email_len, values_at, count) in enumerate(
-                SLOT.iter_unpack(slots)):
+            SLOT.iter_unpack(slots)
+        ):
             if name_at + name_len > size or email_at + email_len > size or values_at + 8 * count > size:
                 raise LayoutError(f"record {index}: a field runs past the {size}-byte buffer")
-            yield Record(id, score, view[name_at:name_at + name_len], view[email_at:email_at + email_len],
-                         view[values_at:values_at + 8 * count].cast("q"))
+            yield Record(
+                id,
+                score,
+                view[name_at : name_at + name_len],
+                view[email_at : email_at + email_len],
+                view[values_at : values_at + 8 * count].cast("q"),
+            )

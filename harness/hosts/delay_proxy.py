@@ -71,8 +71,10 @@ class TcpProxy:
                 client_writer.transport.abort()
                 return
             writers = (client_writer, target_writer)
-            pipes = [asyncio.ensure_future(self.pipe(client_reader, target_writer)),
-                     asyncio.ensure_future(self.pipe(target_reader, client_writer))]
+            pipes = [
+                asyncio.ensure_future(self.pipe(client_reader, target_writer)),
+                asyncio.ensure_future(self.pipe(target_reader, client_writer)),
+            ]
             try:
                 done, pending = await asyncio.wait(pipes, return_when=asyncio.FIRST_EXCEPTION)
                 failed = [task for task in done if task.exception() is not None]
@@ -231,8 +233,10 @@ async def serve(args: argparse.Namespace) -> str:
     server = await asyncio.start_server(tcp.handle, args.listen[0], args.listen[1], reuse_address=True)
     udp = UdpProxy(args.listen, args.target, delay, args.max_datagrams) if args.udp else None
     protocols = "tcp and udp" if udp else "tcp"
-    log(f"listening on {args.listen[0]}:{args.listen[1]} ({protocols}), forwarding to "
-        f"{args.target[0]}:{args.target[1]} {args.delay_ms:g} ms late")
+    log(
+        f"listening on {args.listen[0]}:{args.listen[1]} ({protocols}), forwarding to "
+        f"{args.target[0]}:{args.target[1]} {args.delay_ms:g} ms late"
+    )
     await stop.wait()
     server.close()
     for task in list(tcp.connections):
@@ -252,10 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=parse_address, required=True, help="ADDR:PORT to forward to")
     parser.add_argument("--delay-ms", type=float, required=True, help="delay added in each direction")
     parser.add_argument("--udp", action="store_true", help="forward UDP datagrams on the same port as well")
-    parser.add_argument("--buffer-bytes", type=int, default=DEFAULT_BUFFER_BYTES,
-                        help="bytes held per direction of a connection before reading stops")
-    parser.add_argument("--max-datagrams", type=int, default=DEFAULT_MAX_DATAGRAMS,
-                        help="datagrams held at once before more are dropped")
+    parser.add_argument(
+        "--buffer-bytes",
+        type=int,
+        default=DEFAULT_BUFFER_BYTES,
+        help="bytes held per direction of a connection before reading stops",
+    )
+    parser.add_argument(
+        "--max-datagrams",
+        type=int,
+        default=DEFAULT_MAX_DATAGRAMS,
+        help="datagrams held at once before more are dropped",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.delay_ms <= 60_000:
         parser.error("--delay-ms must be from 0 to 60000")

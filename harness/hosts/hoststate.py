@@ -54,14 +54,17 @@ class DriftError(ProvisionError):
     def __init__(self, drift: list[Drift]):
         shown = "; ".join(str(item) for item in drift[:DRIFT_SHOWN])
         more = f"; and {len(drift) - DRIFT_SHOWN} more" if len(drift) > DRIFT_SHOWN else ""
-        super().__init__(f"host state drifted: after restoring, {len(drift)} setting"
-                         f"{'s differ' if len(drift) != 1 else ' differs'} from the snapshot: {shown}{more}; "
-                         f"put them back by hand")
+        super().__init__(
+            f"host state drifted: after restoring, {len(drift)} setting"
+            f"{'s differ' if len(drift) != 1 else ' differs'} from the snapshot: {shown}{more}; "
+            f"put them back by hand"
+        )
         self.drift = list(drift)
 
 
-def snapshot(playbooks: Playbooks, sysctl_keys: list[str],
-             service_addresses: dict[str, str] | None = None) -> HostState:
+def snapshot(
+    playbooks: Playbooks, sysctl_keys: list[str], service_addresses: dict[str, str] | None = None
+) -> HostState:
     """Read facts, the current value of each sysctl the run will set, and the host settings
     (of the devices holding each host's service address, and lo, when given)."""
     keys = list(dict.fromkeys(sysctl_keys))
@@ -72,14 +75,16 @@ def snapshot(playbooks: Playbooks, sysctl_keys: list[str],
         if gathered is None:
             raise ProvisionError(f"{host}: snapshot reported no facts; see {playbooks.stdout_hint()}")
         facts[host] = _host_facts(gathered.get("ansible_facts", {}))
-        read = (script_output(events, host, "Read host settings with ethtool")
-                or script_output(events, host, "Read host settings"))
+        read = script_output(events, host, "Read host settings with ethtool") or script_output(
+            events, host, "Read host settings"
+        )
         if read and read.get("nic"):
             facts[host]["nic"] = read["nic"]  # the service device, its driver and speed
         if read is None or not isinstance(read.get("settings"), dict):
             res = task_result(events, host, "Read host settings") or {}
-            raise ProvisionError(f"{host}: snapshot could not read the host settings ({detail(res)}); "
-                                 f"see {playbooks.stdout_hint()}")
+            raise ProvisionError(
+                f"{host}: snapshot could not read the host settings ({detail(res)}); see {playbooks.stdout_hint()}"
+            )
         values = {}
         for key in keys:
             item = read.get("sysctls", {}).get(key, {})
@@ -122,8 +127,12 @@ def restore(playbooks: Playbooks, state: HostState, workdir: str | None) -> None
         return f"it may still have {' and '.join(left) or 'nothing'} changed"
 
     try:
-        events = playbooks.run("restore", extravars, cancellable=False,
-                               unreachable_note=lambda host: f"; restore did not run there, so {left_changed(host)}")
+        events = playbooks.run(
+            "restore",
+            extravars,
+            cancellable=False,
+            unreachable_note=lambda host: f"; restore did not run there, so {left_changed(host)}",
+        )
     except ProvisionError as exc:
         everywhere = "; ".join(f"{host}: {left_changed(host)}" for host in playbooks.host_names)
         raise ProvisionError(f"restore failed: {exc}; {everywhere}") from None
@@ -140,13 +149,13 @@ def restore(playbooks: Playbooks, state: HostState, workdir: str | None) -> None
             item = restored.get("sysctls", {}).get(key, {})
             now = item.get("after")
             if now is None or now.split() != value.split():
-                drift.append(Drift(host, f"sysctl {key}", value, "unreadable" if now is None else now,
-                                   item.get("error", "")))
+                drift.append(
+                    Drift(host, f"sysctl {key}", value, "unreadable" if now is None else now, item.get("error", ""))
+                )
         if restored.get("workdir_error"):
             drift.append(Drift(host, f"workdir {workdir}", "absent", "present", restored["workdir_error"]))
     if unchecked:
-        raise ProvisionError("restore incomplete: " + "; ".join(unchecked)
-                             + "".join(f"; {item}" for item in drift))
+        raise ProvisionError("restore incomplete: " + "; ".join(unchecked) + "".join(f"; {item}" for item in drift))
     if drift:
         raise DriftError(drift)
 
@@ -168,5 +177,8 @@ def _host_facts(facts: dict) -> dict:
 
 def _settings_drift(host: str, before: dict[str, str], after: dict[str, str], failures: dict[str, str]) -> list[Drift]:
     """Settings read both before and after that differ; a device or IRQ that came or went is not compared."""
-    return [Drift(host, key, value, after[key], failures.get(key, ""))
-            for key, value in before.items() if key in after and after[key] != value]
+    return [
+        Drift(host, key, value, after[key], failures.get(key, ""))
+        for key, value in before.items()
+        if key in after and after[key] != value
+    ]

@@ -89,7 +89,11 @@ def load(path: str | Path) -> Inventory:
     env = dict(os.environ, ANSIBLE_INVENTORY_UNPARSED_FAILED="True", ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED="True")
     result = subprocess.run(
         [ansible_tool("ansible-inventory"), "-i", str(path.resolve()), "--list"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
     )
     if result.returncode != 0:
         raise InventoryError(f"{_parse_failure(path, result.stderr)} (not a valid Ansible inventory)")
@@ -113,7 +117,9 @@ def _host(path: Path, name: str, variables: dict) -> Host:
     try:
         port = int(variables.get("ansible_port", 22))
     except (TypeError, ValueError):
-        raise InventoryError(f"{path}: host {name}: ansible_port {variables['ansible_port']!r} is not a number") from None
+        raise InventoryError(
+            f"{path}: host {name}: ansible_port {variables['ansible_port']!r} is not a number"
+        ) from None
     if not 1 <= port <= 65535:
         raise InventoryError(f"{path}: host {name}: ansible_port {port} is not a TCP port (1-65535)")
     return Host(
@@ -153,6 +159,7 @@ def _known_hosts_file(path: Path, name: str, common_args) -> str | None:
 def _check_host(path: Path, host: Host) -> None:
     """Refuse a host whose name or connection values are not plain text, or whose
     key or known_hosts file is missing: before the run, with the host named."""
+
     def refuse(field: str, value: str, expected: str) -> None:
         raise InventoryError(f"{path}: host {host.name}: {field} {value!r} is not {expected}")
 
@@ -164,8 +171,10 @@ def _check_host(path: Path, host: Host) -> None:
         refuse("ansible_host", host.address, "a host name or an IP address")
     if not USER.match(host.user):
         refuse("ansible_user", host.user, "a user name")
-    for field, value in (("ansible_ssh_private_key_file", host.key_file),
-                         ("UserKnownHostsFile (ansible_ssh_common_args)", host.known_hosts)):
+    for field, value in (
+        ("ansible_ssh_private_key_file", host.key_file),
+        ("UserKnownHostsFile (ansible_ssh_common_args)", host.known_hosts),
+    ):
         if value is None:
             continue
         if TEMPLATE.search(str(value)):

@@ -22,9 +22,17 @@ PROGRAM = Path(__file__).resolve().with_name("delay_proxy.py")
 READY_TIMEOUT = 10.0
 
 
-def start_delay_proxy(session: HostSession, listen: str, target: str, delay_ms: float, workdir: str,
-                      udp: bool = False, python: str = "python3", copy_program: bool = False,
-                      ready_timeout: float = READY_TIMEOUT) -> Background:
+def start_delay_proxy(
+    session: HostSession,
+    listen: str,
+    target: str,
+    delay_ms: float,
+    workdir: str,
+    udp: bool = False,
+    python: str = "python3",
+    copy_program: bool = False,
+    ready_timeout: float = READY_TIMEOUT,
+) -> Background:
     """Start the proxy on session's host, in its own session; return once it listens.
 
     listen and target are ADDR:PORT. The log is WORKDIR/delay-proxy-PORT.log. Stop it
@@ -56,8 +64,9 @@ def start_delay_proxy(session: HostSession, listen: str, target: str, delay_ms: 
 
 
 @contextlib.contextmanager
-def delay_proxy(session: HostSession, listen: str, target: str, delay_ms: float, workdir: str,
-                **options) -> Iterator[Background]:
+def delay_proxy(
+    session: HostSession, listen: str, target: str, delay_ms: float, workdir: str, **options
+) -> Iterator[Background]:
     """start_delay_proxy, always stopped when the block ends."""
     proxy = start_delay_proxy(session, listen, target, delay_ms, workdir, **options)
     try:

@@ -45,8 +45,7 @@ def drop_rule(percent: float) -> str:
 
 
 def _replacing(table: str, chains: list[str]) -> list[str]:
-    return [f"table {FAMILY} {table}", f"delete table {FAMILY} {table}", f"table {FAMILY} {table} {{",
-            *chains, "}", ""]
+    return [f"table {FAMILY} {table}", f"delete table {FAMILY} {table}", f"table {FAMILY} {table} {{", *chains, "}", ""]
 
 
 # --- the lab's loss: every lab host, on arrival at eth0 ------------------------------
@@ -54,14 +53,20 @@ def _replacing(table: str, chains: list[str]) -> list[str]:
 
 def lab_loss_ruleset(percent: float, dev: str) -> str:
     """Drop `percent` % of what arrives on `dev`, except TCP port 22 either way."""
-    return "\n".join([f"# loss {percent:g}% on arrival at {dev}, written by harness lab up"] + _replacing(LAB_TABLE, [
-        "  chain prerouting {",
-        "    type filter hook prerouting priority raw; policy accept;",
-        f'    iifname "{dev}" tcp dport {SSH_PORT} accept comment "SSH, the control channel, is never dropped"',
-        f'    iifname "{dev}" tcp sport {SSH_PORT} accept',
-        f'    iifname "{dev}" {drop_rule(percent)}',
-        "  }",
-    ]))
+    return "\n".join(
+        [f"# loss {percent:g}% on arrival at {dev}, written by harness lab up"]
+        + _replacing(
+            LAB_TABLE,
+            [
+                "  chain prerouting {",
+                "    type filter hook prerouting priority raw; policy accept;",
+                f'    iifname "{dev}" tcp dport {SSH_PORT} accept comment "SSH, the control channel, is never dropped"',
+                f'    iifname "{dev}" tcp sport {SSH_PORT} accept',
+                f'    iifname "{dev}" {drop_rule(percent)}',
+                "  }",
+            ],
+        )
+    )
 
 
 def load_in_namespace(namespace: str, ruleset_file: Path) -> list[str]:
@@ -77,8 +82,10 @@ def list_lab_table(namespace: str) -> list[str]:
 def lab_loss_in_place(listing: str) -> tuple[float | None, bool]:
     """(loss percent, SSH exempt) read from `nft list table` output of the lab's table."""
     found = re.search(rf"numgen random mod {LOSS_SCALE} < (\d+) drop", listing)
-    exempt = re.search(rf"tcp dport {SSH_PORT} accept", listing) is not None and \
-        re.search(rf"tcp sport {SSH_PORT} accept", listing) is not None
+    exempt = (
+        re.search(rf"tcp dport {SSH_PORT} accept", listing) is not None
+        and re.search(rf"tcp sport {SSH_PORT} accept", listing) is not None
+    )
     return (int(found.group(1)) / 100 if found else None), exempt
 
 
@@ -87,18 +94,29 @@ def lab_loss_in_place(listing: str) -> tuple[float | None, bool]:
 
 def port_loss_ruleset(port: int, percent: float) -> str:
     """Drop `percent` % of the packets to and from `port` (TCP and UDP), each way."""
-    return "\n".join(_replacing(TRIAL_TABLE, [
-        "  chain loss_in { type filter hook input priority 0; policy accept;",
-        f"    meta l4proto {{ tcp, udp }} th dport {port} {drop_rule(percent)}", "  }",
-        "  chain loss_out { type filter hook output priority 0; policy accept;",
-        f"    meta l4proto {{ tcp, udp }} th sport {port} {drop_rule(percent)}", "  }",
-    ]))
+    return "\n".join(
+        _replacing(
+            TRIAL_TABLE,
+            [
+                "  chain loss_in { type filter hook input priority 0; policy accept;",
+                f"    meta l4proto {{ tcp, udp }} th dport {port} {drop_rule(percent)}",
+                "  }",
+                "  chain loss_out { type filter hook output priority 0; policy accept;",
+                f"    meta l4proto {{ tcp, udp }} th sport {port} {drop_rule(percent)}",
+                "  }",
+            ],
+        )
+    )
 
 
 def add_port_loss(session: HostSession, port: int, percent: float) -> str | None:
     """Load the trial's table on the session's host; None if nft took it, else nft's complaint."""
-    result = session.shell(f"printf %s {shlex.quote(port_loss_ruleset(port, percent))} | {NFT} -f -", timeout=30,
-                           check=False, shown="add the loss rules")
+    result = session.shell(
+        f"printf %s {shlex.quote(port_loss_ruleset(port, percent))} | {NFT} -f -",
+        timeout=30,
+        check=False,
+        shown="add the loss rules",
+    )
     if result.exited == 0:
         return None
     lines = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
@@ -107,5 +125,6 @@ def add_port_loss(session: HostSession, port: int, percent: float) -> str | None
 
 def remove_port_loss(session: HostSession) -> None:
     """Delete the trial's table; a table already gone is fine. Raises HostError if the host is."""
-    session.shell(f"{NFT} delete table {FAMILY} {TRIAL_TABLE} 2>/dev/null; true", timeout=30,
-                  shown="remove the loss rules")
+    session.shell(
+        f"{NFT} delete table {FAMILY} {TRIAL_TABLE} 2>/dev/null; true", timeout=30, shown="remove the loss rules"
+    )

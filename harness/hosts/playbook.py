@@ -22,6 +22,7 @@ events, the extravars that were passed) stay there as raw evidence.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -79,8 +80,10 @@ def _refuse_jinja(extravars, playbook: str, where: str = "") -> None:
         for index, value in enumerate(extravars):
             _refuse_jinja(value, playbook, f"{where}[{index}]")
     elif isinstance(extravars, str) and any(mark in extravars for mark in ("{{", "{%", "{#")):
-        raise ProvisionError(f"{playbook}.yml: extra var {where} holds Jinja delimiters, which Ansible would "
-                             f"evaluate: {extravars[:80]!r}")
+        raise ProvisionError(
+            f"{playbook}.yml: extra var {where} holds Jinja delimiters, which Ansible would "
+            f"evaluate: {extravars[:80]!r}"
+        )
 
 
 def _strip_environment(command_file: Path, kept: dict) -> None:
@@ -93,8 +96,6 @@ def _strip_environment(command_file: Path, kept: dict) -> None:
     if isinstance(record, dict) and isinstance(record.get("env"), dict):
         record["env"] = {key: value for key, value in record["env"].items() if key in kept}
         command_file.write_text(json.dumps(record))
-
-
 
 
 class Playbooks:
@@ -112,8 +113,13 @@ class Playbooks:
         self.cancel = cancel
         self._last_private_dir: Path | None = None
 
-    def run(self, name: str, extravars: dict, cancellable: bool = True,
-            unreachable_note: Callable[[str], str] = lambda host: "") -> list[dict]:
+    def run(
+        self,
+        name: str,
+        extravars: dict,
+        cancellable: bool = True,
+        unreachable_note: Callable[[str], str] = lambda host: "",
+    ) -> list[dict]:
         """Run playbooks/<name>.yml on the hosts; return its job events or raise."""
         if cancellable and self.cancel():
             raise Interrupted(f"interrupted before the {name} playbook ran")
@@ -176,8 +182,9 @@ class Playbooks:
                 f"{host}: task '{data.get('task')}'{label} failed: {detail(target)}{more}; see {stdout_path}"
             )
         if result.status != "successful" or result.rc != 0 or not result.stats:
-            raise ProvisionError(f"the {name} playbook failed (rc {result.rc}): {_stdout_error(stdout_path)}; "
-                                 f"see {stdout_path}")
+            raise ProvisionError(
+                f"the {name} playbook failed (rc {result.rc}): {_stdout_error(stdout_path)}; see {stdout_path}"
+            )
         return events
 
     def _fresh_private_dir(self, name: str) -> Path:
@@ -214,7 +221,7 @@ def _environment(control_dir: str) -> dict[str, str]:
         # Keep-alives: a host that vanishes mid-playbook fails in ~15 s instead of
         # hanging on TCP retransmissions for many minutes.
         "ANSIBLE_SSH_ARGS": "-C -o ControlMaster=auto -o ControlPersist=60s "
-                            "-o ServerAliveInterval=5 -o ServerAliveCountMax=3",
+        "-o ServerAliveInterval=5 -o ServerAliveCountMax=3",
         # This call's own ControlPersist masters, closed when it ends (_close_ssh_masters).
         "ANSIBLE_SSH_CONTROL_PATH_DIR": control_dir,
     }
@@ -223,11 +230,13 @@ def _environment(control_dir: str) -> dict[str, str]:
 def _close_ssh_masters(control_dir: str) -> None:
     """End the SSH connection masters Ansible left to persist: no process of a run outlives it."""
     for socket_path in Path(control_dir).iterdir():
-        try:
-            subprocess.run(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "harness-control"],
-                           capture_output=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            pass
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                ["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "harness-control"],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
     shutil.rmtree(control_dir, ignore_errors=True)
 
 

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from harness.run import spec as spec_module
 from harness.errors import ProvisionError, SpecError
 from harness.hosts import hoststate
 from harness.hosts.hoststate import HostState
 from harness.hosts.inventory import Host
 from harness.hosts.playbook import Playbooks, loop_results, script_output, task_result
+from harness.run import spec as spec_module
 from harness.run.placeholders import fill, parse_size
 
 WORK_ROOT = "/var/tmp/harness"
@@ -90,8 +90,14 @@ class Provisioner:
 
     # --- apply ------------------------------------------------------------------
 
-    def apply(self, spec: spec_module.ExperimentSpec, workload_dir: Path, hosts_by_role: dict[str, tuple[Host, ...]], parameters: dict,
-              run_id: str) -> tuple[Workspace, dict[str, dict[str, str]]]:
+    def apply(
+        self,
+        spec: spec_module.ExperimentSpec,
+        workload_dir: Path,
+        hosts_by_role: dict[str, tuple[Host, ...]],
+        parameters: dict,
+        run_id: str,
+    ) -> tuple[Workspace, dict[str, dict[str, str]]]:
         """Install packages, set sysctls and provision.net, copy the workload, build, create data,
         install provision.pip into a venv; return the workspace and, per host, tool versions (with
         "pip packages" and "provision.net" entries when those are used)."""
@@ -109,9 +115,14 @@ class Provisioner:
         provision = spec.provision
         builds_by_host: dict[str, list] = {name: [] for name in self.host_names}
         for build in provision.builds:
-            argv = ["gcc", *build.flags, "-o", f"{workspace.bin}/{build.name}",
-                    *(f"{workspace.workload}/{source}" for source in build.sources),
-                    *(f"-l{library}" for library in build.libraries)]
+            argv = [
+                "gcc",
+                *build.flags,
+                "-o",
+                f"{workspace.bin}/{build.name}",
+                *(f"{workspace.workload}/{source}" for source in build.sources),
+                *(f"-l{library}" for library in build.libraries),
+            ]
             for host in hosts_by_role.get(build.role, ()):
                 builds_by_host[host.name].append({"name": build.name, "argv": argv})
         data_by_host: dict[str, list] = {name: [] for name in self.host_names}
@@ -141,13 +152,18 @@ class Provisioner:
             "pip_requirements": requirements,
             "pip_timeout": PIP_TIMEOUT,
             "sysctls": {key: str(value) for key, value in provision.sysctls.items()},
-            "workspace": {"workdir": workspace.workdir, "workload": workspace.workload,
-                          "bin": workspace.bin, "data": workspace.data, "venv": f"{workspace.workdir}/venv"},
+            "workspace": {
+                "workdir": workspace.workdir,
+                "workload": workspace.workload,
+                "bin": workspace.bin,
+                "data": workspace.data,
+                "venv": f"{workspace.workdir}/venv",
+            },
             "workload_source": str(workload_dir),
             "builds_by_host": builds_by_host,
             "data_by_host": data_by_host,
             "version_commands": [{"tool": tool, "argv": VERSION_COMMANDS[tool]} for tool in tools]
-                                + [{"tool": "kernel", "argv": ["uname", "-r"]}],
+            + [{"tool": "kernel", "argv": ["uname", "-r"]}],
         }
         # From here on the workdir may exist on some host: restore must remove it
         # even if this call fails halfway.

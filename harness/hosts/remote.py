@@ -92,15 +92,25 @@ class HostSession:
             connect_kwargs = {"key_filename": host.key_file} if host.key_file else {}
             config = fabric.Config(overrides={"runners": {"remote": _QuietRemote}})
             self._runner = fabric.Connection(
-                host.address, port=host.port, user=host.user, connect_timeout=connect_timeout,
-                connect_kwargs=connect_kwargs, config=config,
+                host.address,
+                port=host.port,
+                user=host.user,
+                connect_timeout=connect_timeout,
+                connect_kwargs=connect_kwargs,
+                config=config,
             )
             # Fabric accepts any host key by default. Here a host must present a key
             # listed in the inventory's UserKnownHostsFile, or else in the user's or
             # the system's known_hosts as ssh reads them; any other key is refused.
-            files = [host.known_hosts] if host.known_hosts else [
-                path for path in (str(Path(KNOWN_HOSTS_USER).expanduser()), KNOWN_HOSTS_SYSTEM)
-                if Path(path).is_file()]
+            files = (
+                [host.known_hosts]
+                if host.known_hosts
+                else [
+                    path
+                    for path in (str(Path(KNOWN_HOSTS_USER).expanduser()), KNOWN_HOSTS_SYSTEM)
+                    if Path(path).is_file()
+                ]
+            )
             for path in files:
                 try:
                     self._runner.client.load_system_host_keys(path)
@@ -139,7 +149,9 @@ class HostSession:
             raise HostError(f"{self.host.name}: lost the SSH connection to {self.host.address} during {shown}")
         if check and output.exited != 0:
             detail = (output.stderr.strip() or output.stdout.strip()).splitlines()
-            raise HostError(f"{self.host.name}: {shown} exited {output.exited}: {detail[-1] if detail else 'no output'}")
+            raise HostError(
+                f"{self.host.name}: {shown} exited {output.exited}: {detail[-1] if detail else 'no output'}"
+            )
         return output
 
     def put(self, local_path: Path, remote_path: str) -> None:
@@ -169,7 +181,8 @@ class HostSession:
             # paramiko's own message ("Unable to connect to port 22 on ...") hides why.
             reasons = sorted({error.strerror or str(error) for error in exc.errors.values()})
             raise HostError(
-                f"{self.host.name}: cannot reach {self.host.address}:{self.host.port}: {'; '.join(reasons)}") from None
+                f"{self.host.name}: cannot reach {self.host.address}:{self.host.port}: {'; '.join(reasons)}"
+            ) from None
         except (OSError, EOFError) as exc:
             reason = str(exc) or type(exc).__name__
             if isinstance(exc, OSError) and exc.strerror:  # without "[Errno 101]"
@@ -177,7 +190,9 @@ class HostSession:
             raise HostError(f"{self.host.name}: cannot reach {self.host.address}:{self.host.port}: {reason}") from None
         except Exception as exc:  # paramiko's SSHException family and friends
             if type(exc).__module__.startswith("paramiko"):
-                raise HostError(f"{self.host.name}: SSH to {self.host.address}:{self.host.port} failed: {exc}") from None
+                raise HostError(
+                    f"{self.host.name}: SSH to {self.host.address}:{self.host.port} failed: {exc}"
+                ) from None
             raise
 
     def _open(self) -> None:
@@ -236,7 +251,9 @@ done"""
         tail = self.read_text(server.log, tail_bytes=2000).strip().splitlines()
         last = tail[-1] if tail else "no output"
         if result.exited == 3:
-            raise TrialError(f"{self.host.name}: server exited before listening on port {port}: {last} (log {server.log})")
+            raise TrialError(
+                f"{self.host.name}: server exited before listening on port {port}: {last} (log {server.log})"
+            )
         raise TrialError(f"{self.host.name}: server did not listen on port {port} within {timeout:g} s: {last}")
 
     def is_alive(self, server: Background) -> bool:

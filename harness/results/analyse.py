@@ -179,9 +179,7 @@ def relative_half_width(ci_low: float, ci_high: float) -> float:
     return math.sqrt(ci_high / ci_low) - 1
 
 
-def runs_needed(
-    n_runs: float, ci_low: float, ci_high: float, measured: float, claimed: float, k: float
-) -> int | None:
+def runs_needed(n_runs: float, ci_low: float, ci_high: float, measured: float, claimed: float, k: float) -> int | None:
     """About how many runs per variant would shrink a straddling interval clear of claimed/k.
 
     An interval's half-width falls as 1/sqrt(runs). With h its half-width on the log scale
@@ -246,5 +244,3 @@ def pyperf_significant(line: str) -> bool | None:
     if _SIGNIFICANT.search(line):
         return True
     return None
-
-

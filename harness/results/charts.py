@@ -22,13 +22,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402  (must follow the backend choice)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from harness.results.analyse import Thresholds  # noqa: E402
+from harness.results.analyse import Thresholds
 from harness.results.verdicts import PairVerdict
 
 # Shared with the pages' badges so a verdict has one colour everywhere.
@@ -189,9 +189,7 @@ def distribution_svg(values: pd.DataFrame, variants: list[str], unit: str, *, id
 # --- ratios with intervals, coloured by verdict ----------------------------------------------
 
 
-def ratio_svg(
-    verdicts: list[PairVerdict], thresholds: Thresholds | None = None, *, id_prefix: str = "ratios"
-) -> str:
+def ratio_svg(verdicts: list[PairVerdict], thresholds: Thresholds | None = None, *, id_prefix: str = "ratios") -> str:
     """Per pair: measured ratio with its interval, the claim (diamond) and claimed/k (tick).
 
     The x axis is logarithmic, so a 2x gain and a 2x loss are equally far from 1.
@@ -209,8 +207,16 @@ def ratio_svg(
             if verdict.measured_ratio is None:
                 ax.annotate("no measured ratio", (1.0, y), xytext=(6, 6), textcoords="offset points", fontsize=9)
                 continue
-            _, low, high = _measured(ax, verdict.measured_ratio, y, verdict.ci_low, verdict.ci_high, along="x",
-                                     verdict=verdict.verdict, capsize=4)
+            _, low, high = _measured(
+                ax,
+                verdict.measured_ratio,
+                y,
+                verdict.ci_low,
+                verdict.ci_high,
+                along="x",
+                verdict=verdict.verdict,
+                capsize=4,
+            )
             shown += [low, high, verdict.measured_ratio]
             ax.annotate(
                 f"{_times(verdict.measured_ratio)} ({verdict.verdict})",
@@ -239,8 +245,12 @@ def comparison_svg(rows: Sequence[Mapping], *, id_prefix: str = "compare") -> st
     the row, else {"measured_ratio", "ci_low", "ci_high" (each or None), "verdict"}}.
     Each point is the group `<id_prefix>-point-<row>-<run>`.
     """
-    drawn = [(r, c, cell) for r, row in enumerate(rows) for c, cell in enumerate(row["cells"])
-             if cell is not None and cell["measured_ratio"] is not None]
+    drawn = [
+        (r, c, cell)
+        for r, row in enumerate(rows)
+        for c, cell in enumerate(row["cells"])
+        if cell is not None and cell["measured_ratio"] is not None
+    ]
     if not drawn:
         return ""
     n_rows, n_runs = len(rows), len(rows[0]["cells"])
@@ -251,13 +261,28 @@ def comparison_svg(rows: Sequence[Mapping], *, id_prefix: str = "compare") -> st
             middle = (n_rows - 1 - r) * (n_runs + 1) + (n_runs - 1) / 2
             ticks.append(middle)
             if row["claimed_ratio"]:
-                ax.plot(row["claimed_ratio"], middle, marker="D", markersize=9, color=NEUTRAL, fillstyle="none",
-                        linestyle="none")
+                ax.plot(
+                    row["claimed_ratio"],
+                    middle,
+                    marker="D",
+                    markersize=9,
+                    color=NEUTRAL,
+                    fillstyle="none",
+                    linestyle="none",
+                )
                 shown.append(row["claimed_ratio"])
         for r, c, cell in drawn:
             y = (n_rows - 1 - r) * (n_runs + 1) + (n_runs - 1 - c)
-            bars, low, high = _measured(ax, cell["measured_ratio"], y, cell["ci_low"], cell["ci_high"], along="x",
-                                        verdict=cell["verdict"], marker=_marker(c))
+            bars, low, high = _measured(
+                ax,
+                cell["measured_ratio"],
+                y,
+                cell["ci_low"],
+                cell["ci_high"],
+                along="x",
+                verdict=cell["verdict"],
+                marker=_marker(c),
+            )
             bars.lines[0].set_gid(f"point-{r}-{c}")
             shown += [low, high]
         log_ratio_axis(ax, shown, pad=1.3, axis="x")
@@ -296,14 +321,28 @@ def claim_svg(points: Sequence[Mapping], run_labels: Mapping[int, str], *, id_pr
         for index, point in drawn:
             s = series.index(point["series"])
             x = point["position"] + (s - (len(series) - 1) / 2) * width
-            bars, low, high = _measured(ax, point["measured_ratio"], x, point["ci_low"], point["ci_high"], along="y",
-                                        verdict=point["verdict"], marker=_marker(s), linewidth=1.8)
+            bars, low, high = _measured(
+                ax,
+                point["measured_ratio"],
+                x,
+                point["ci_low"],
+                point["ci_high"],
+                along="y",
+                verdict=point["verdict"],
+                marker=_marker(s),
+                linewidth=1.8,
+            )
             bars.lines[0].set_gid(f"point-{index}")
             shown += [low, high]
         log_ratio_axis(ax, shown, pad=1.3, axis="y")
         tilted = len(positions) > 4
-        ax.set_xticks(positions, [run_labels[position] for position in positions],
-                      rotation=30 if tilted else 0, ha="right" if tilted else "center", fontsize=8)
+        ax.set_xticks(
+            positions,
+            [run_labels[position] for position in positions],
+            rotation=30 if tilted else 0,
+            ha="right" if tilted else "center",
+            fontsize=8,
+        )
         ax.set_xlim(-0.6, len(positions) - 0.4)
         ax.set_ylabel(_RATIO_LABEL)
         _marker_legend(ax, series)
@@ -352,8 +391,19 @@ def _finish(fig, ax, id_prefix: str, caption: str, *, grid: str) -> str:
     return to_svg(fig, id_prefix)
 
 
-def _measured(ax, ratio: float, at: float, low: float | None, high: float | None, *, along: str, verdict: str,
-              marker: str = "o", capsize: float = 3, linewidth: float = 2) -> tuple:
+def _measured(
+    ax,
+    ratio: float,
+    at: float,
+    low: float | None,
+    high: float | None,
+    *,
+    along: str,
+    verdict: str,
+    marker: str = "o",
+    capsize: float = 3,
+    linewidth: float = 2,
+) -> tuple:
     """A measured ratio as a marker in its verdict's colour at `at` on the other axis, its interval a bar
     along `along` ("x" or "y"); a missing end of the interval is the ratio itself.
     Returns the errorbar container and the interval's two ends."""
@@ -361,8 +411,17 @@ def _measured(ax, ratio: float, at: float, low: float | None, high: float | None
     high = ratio if high is None else high
     spread = [[ratio - low], [high - ratio]]
     x, y, error = (ratio, at, {"xerr": spread}) if along == "x" else (at, ratio, {"yerr": spread})
-    bars = ax.errorbar(x, y, **error, fmt=marker, color=verdict_colour(verdict), markersize=7, capsize=capsize,
-                       linewidth=linewidth, zorder=3)
+    bars = ax.errorbar(
+        x,
+        y,
+        **error,
+        fmt=marker,
+        color=verdict_colour(verdict),
+        markersize=7,
+        capsize=capsize,
+        linewidth=linewidth,
+        zorder=3,
+    )
     return bars, low, high
 
 
@@ -374,8 +433,13 @@ def _legend_outside(ax, handles: list | None = None) -> None:
 
 def _marker_legend(ax, names: Sequence[str]) -> None:
     """One neutral marker per name: a marker's colour is its verdict, which differs point by point."""
-    _legend_outside(ax, [Line2D([], [], marker=_marker(i), color=NEUTRAL, linestyle="none", label=name)
-                         for i, name in enumerate(names)])
+    _legend_outside(
+        ax,
+        [
+            Line2D([], [], marker=_marker(i), color=NEUTRAL, linestyle="none", label=name)
+            for i, name in enumerate(names)
+        ],
+    )
 
 
 def _marker(index: int) -> str:

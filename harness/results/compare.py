@@ -39,7 +39,7 @@ METHOD = (
     "Each run's ratio has a bootstrap interval of the log ratio from its own run means (the interval "
     "its verdict used). Two runs are independent, so the log of the ratio of their ratios has a "
     "standard error of sqrt(se_a² + se_b²), each se read off its run's interval as half-width / z "
-    "(Altman and Bland, BMJ 2003, \"Interaction revisited: the difference between two estimates\"). "
+    '(Altman and Bland, BMJ 2003, "Interaction revisited: the difference between two estimates"). '
     "For the few runs a run has, each se is scaled by sqrt(n / (n - 1)) and the test uses Student's t "
     "with Welch-Satterthwaite degrees of freedom (n_baseline + n_treatment - 2 per run). The difference "
     "is significant when the interval of the ratio of ratios, at the verdicts' confidence, excludes 1. "
@@ -51,6 +51,7 @@ METHOD = (
 # --- one run on disk -----------------------------------------------------------------
 # A run is read through the typed run format: store.load_run gives a StoredRun whose
 # manifest, verdict entries and summary are frozen records.
+
 
 def better_of(run: StoredRun, entry: VerdictEntry) -> str:
     """Which direction of the metric is better: the entry's own, else the summary's."""
@@ -154,8 +155,14 @@ class Difference:
     reason: str = ""
 
 
-def ratio_difference(reference: pd.DataFrame, other: pd.DataFrame, baseline: str, treatment: str, better: str,
-                     thresholds: Thresholds = Thresholds()) -> Difference:
+def ratio_difference(
+    reference: pd.DataFrame,
+    other: pd.DataFrame,
+    baseline: str,
+    treatment: str,
+    better: str,
+    thresholds: Thresholds = Thresholds(),
+) -> Difference:
     """Whether two runs' ratios of `treatment` against `baseline` differ by more than noise.
 
     Method: each run's interval of the log ratio comes from analyse.ratio_interval (the
@@ -173,12 +180,15 @@ def ratio_difference(reference: pd.DataFrame, other: pd.DataFrame, baseline: str
     intervals have no width (identical run means) any difference counts as significant
     and none as not.
     """
-    means = {name: (run_means(frame, baseline), run_means(frame, treatment))
-             for name, frame in (("reference", reference), ("other", other))}
+    means = {
+        name: (run_means(frame, baseline), run_means(frame, treatment))
+        for name, frame in (("reference", reference), ("other", other))
+    }
     short = [name for name, (base, treat) in means.items() if min(len(base), len(treat)) < 2]
     if short:
-        return Difference(None, None, None, None, None,
-                          f"the {' and '.join(short)} run has fewer than two run means of a variant")
+        return Difference(
+            None, None, None, None, None, f"the {' and '.join(short)} run has fewer than two run means of a variant"
+        )
     if not all(np.all(np.isfinite(side)) and np.all(side > 0) for pair in means.values() for side in pair):
         return Difference(None, None, None, None, None, "a run mean is not a positive number")
     z = stats.norm.ppf(1 - (1 - thresholds.confidence) / 2)
@@ -194,9 +204,15 @@ def ratio_difference(reference: pd.DataFrame, other: pd.DataFrame, baseline: str
     error = math.hypot(*errors)
     if error == 0:
         significant = difference != 0
-        return Difference(math.exp(difference), math.exp(difference), math.exp(difference),
-                          0.0 if significant else 1.0, significant, "both runs' intervals have no width")
-    freedom = error ** 4 / sum(e ** 4 / f for e, f in zip(errors, freedoms) if e > 0)
+        return Difference(
+            math.exp(difference),
+            math.exp(difference),
+            math.exp(difference),
+            0.0 if significant else 1.0,
+            significant,
+            "both runs' intervals have no width",
+        )
+    freedom = error**4 / sum(e**4 / f for e, f in zip(errors, freedoms, strict=True) if e > 0)
     quantile = stats.t.ppf(1 - (1 - thresholds.confidence) / 2, freedom)
     p_value = float(2 * stats.t.sf(abs(difference) / error, freedom))
     low, high = math.exp(difference - quantile * error), math.exp(difference + quantile * error)
@@ -238,8 +254,9 @@ class Row:
 
     @property
     def significant(self) -> bool:
-        return any(cell is not None and cell.difference is not None and cell.difference.significant
-                   for cell in self.cells)
+        return any(
+            cell is not None and cell.difference is not None and cell.difference.significant for cell in self.cells
+        )
 
 
 @dataclass(frozen=True)
@@ -273,13 +290,17 @@ def check_same_experiment(runs: Sequence[StoredRun]) -> str | None:
     digests = {run.manifest.experiment.sha256 for run in runs}
     if len(digests) <= 1 and None not in digests:
         return None
-    described = "; ".join(f"{run.run_id}: {run.manifest.experiment.file or '?'} (sha256 "
-                          f"{(run.manifest.experiment.sha256 or 'not recorded')[:12]})" for run in runs)
+    described = "; ".join(
+        f"{run.run_id}: {run.manifest.experiment.file or '?'} (sha256 "
+        f"{(run.manifest.experiment.sha256 or 'not recorded')[:12]})"
+        for run in runs
+    )
     return f"the runs come from different experiment definitions ({described})"
 
 
-def compare_runs(runs: Sequence[StoredRun], *, allow_different: bool = False,
-                 thresholds: Thresholds = Thresholds()) -> Comparison:
+def compare_runs(
+    runs: Sequence[StoredRun], *, allow_different: bool = False, thresholds: Thresholds = Thresholds()
+) -> Comparison:
     """Line the runs up row by row (claim, pair, condition); the first run is the reference."""
     if len(runs) < 2:
         raise HarnessError("compare needs at least two run directories")
@@ -290,15 +311,22 @@ def compare_runs(runs: Sequence[StoredRun], *, allow_different: bool = False,
         seen[run.run_id] = run.path
     different = check_same_experiment(runs)
     if different and not allow_different:
-        raise HarnessError(f"{different}: their numbers measure different things; compare runs of one "
-                           "experiment file, or pass --allow-different to compare them anyway")
+        raise HarnessError(
+            f"{different}: their numbers measure different things; compare runs of one "
+            "experiment file, or pass --allow-different to compare them anyway"
+        )
     keys: dict[tuple[str, str, str], list[VerdictEntry | None]] = {}
     for position, run in enumerate(runs):
         for entry in run.verdicts:
             keys.setdefault(entry.key, [None] * len(runs))[position] = entry
     rows = tuple(_row(key, entries, runs, thresholds) for key, entries in keys.items())
-    return Comparison(runs=tuple(_info(run) for run in runs), environment=tuple(environment_rows(runs)), rows=rows,
-                      same_experiment=different is None, confidence=thresholds.confidence)
+    return Comparison(
+        runs=tuple(_info(run) for run in runs),
+        environment=tuple(environment_rows(runs)),
+        rows=rows,
+        same_experiment=different is None,
+        confidence=thresholds.confidence,
+    )
 
 
 def _row(key, entries: list[VerdictEntry | None], runs: Sequence[StoredRun], thresholds: Thresholds) -> Row:
@@ -307,23 +335,43 @@ def _row(key, entries: list[VerdictEntry | None], runs: Sequence[StoredRun], thr
     baseline, treatment = first.pair
     reference = entries[0]
     cells = []
-    for position, (run, entry) in enumerate(zip(runs, entries)):
+    for position, (run, entry) in enumerate(zip(runs, entries, strict=True)):
         if entry is None:
             cells.append(None)
             continue
         difference = None
         if position > 0 and reference is not None:
-            difference = ratio_difference(_condition_values(runs[0], condition), _condition_values(run, condition),
-                                          baseline, treatment, better_of(run, entry), thresholds)
-        cells.append(Cell(
-            run_id=run.run_id, measured_ratio=entry.measured_ratio, ci_low=entry.ci_low, ci_high=entry.ci_high,
-            verdict=entry.verdict or "unknown", reason=entry.reason, n_baseline=entry.n_baseline,
-            n_treatment=entry.n_treatment,
-            flipped=position > 0 and reference is not None and entry.verdict != reference.verdict,
-            difference=difference,
-        ))
-    return Row(claim_id=claim_id, pair_name=name, condition=condition, baseline=baseline, treatment=treatment,
-               claimed_ratio=first.claimed_ratio, cells=tuple(cells))
+            difference = ratio_difference(
+                _condition_values(runs[0], condition),
+                _condition_values(run, condition),
+                baseline,
+                treatment,
+                better_of(run, entry),
+                thresholds,
+            )
+        cells.append(
+            Cell(
+                run_id=run.run_id,
+                measured_ratio=entry.measured_ratio,
+                ci_low=entry.ci_low,
+                ci_high=entry.ci_high,
+                verdict=entry.verdict or "unknown",
+                reason=entry.reason,
+                n_baseline=entry.n_baseline,
+                n_treatment=entry.n_treatment,
+                flipped=position > 0 and reference is not None and entry.verdict != reference.verdict,
+                difference=difference,
+            )
+        )
+    return Row(
+        claim_id=claim_id,
+        pair_name=name,
+        condition=condition,
+        baseline=baseline,
+        treatment=treatment,
+        claimed_ratio=first.claimed_ratio,
+        cells=tuple(cells),
+    )
 
 
 def _condition_values(run: StoredRun, condition: str) -> pd.DataFrame:
@@ -331,9 +379,16 @@ def _condition_values(run: StoredRun, condition: str) -> pd.DataFrame:
 
 
 def _info(run: StoredRun) -> RunInfo:
-    return RunInfo(run_id=run.run_id, started=run.manifest.started, host=run.host_label, status=run.manifest.status,
-                   claim_id=run.claim_id, experiment_file=run.manifest.experiment.file,
-                   experiment_sha256=run.manifest.experiment.sha256, path=str(run.path))
+    return RunInfo(
+        run_id=run.run_id,
+        started=run.manifest.started,
+        host=run.host_label,
+        status=run.manifest.status,
+        claim_id=run.claim_id,
+        experiment_file=run.manifest.experiment.file,
+        experiment_sha256=run.manifest.experiment.sha256,
+        path=str(run.path),
+    )
 
 
 def comparison_json(comparison: Comparison) -> dict:
@@ -347,16 +402,26 @@ def comparison_json(comparison: Comparison) -> dict:
         "confidence": comparison.confidence,
         "method": comparison.method,
         "runs": [asdict(run) for run in comparison.runs],
-        "environment_differences": [{"name": row.name, "values": dict(zip(ids, row.values))}
-                                    for row in comparison.differing_environment],
-        "environment": [{"name": row.name, "values": dict(zip(ids, row.values))} for row in comparison.environment],
+        "environment_differences": [
+            {"name": row.name, "values": dict(zip(ids, row.values, strict=True))}
+            for row in comparison.differing_environment
+        ],
+        "environment": [
+            {"name": row.name, "values": dict(zip(ids, row.values, strict=True))} for row in comparison.environment
+        ],
         "rows": [
             {
-                "claim_id": row.claim_id, "pair_name": row.pair_name, "condition_label": row.condition,
-                "pair": [row.baseline, row.treatment], "claimed_ratio": row.claimed_ratio,
-                "flipped": row.flipped, "significant": row.significant,
-                "cells": {run_id: None if cell is None else _plain(asdict(cell))
-                          for run_id, cell in zip(ids, row.cells)},
+                "claim_id": row.claim_id,
+                "pair_name": row.pair_name,
+                "condition_label": row.condition,
+                "pair": [row.baseline, row.treatment],
+                "claimed_ratio": row.claimed_ratio,
+                "flipped": row.flipped,
+                "significant": row.significant,
+                "cells": {
+                    run_id: None if cell is None else _plain(asdict(cell))
+                    for run_id, cell in zip(ids, row.cells, strict=True)
+                },
             }
             for row in comparison.rows
         ],
@@ -374,13 +439,28 @@ def _plain(value):
 # --- the page ----------------------------------------------------------------------------
 
 
-def render_compare(comparison: Comparison, templates_dir: Path, report_links: dict[str, str], *,
-                   json_href: str = "compare.json", home_href: str | None = None) -> str:
+def render_compare(
+    comparison: Comparison,
+    templates_dir: Path,
+    report_links: dict[str, str],
+    *,
+    json_href: str = "compare.json",
+    home_href: str | None = None,
+) -> str:
     """The compare page. `report_links` maps run id -> href of its report, relative to the page."""
-    return report.environment(templates_dir).get_template(COMPARE_TEMPLATE).render(
-        comparison=comparison, reference=comparison.runs[0], report_links=report_links, json_href=json_href,
-        home_href=home_href, chart=compare_svg(comparison), flipped=sum(row.flipped for row in comparison.rows),
-        significant=sum(row.significant for row in comparison.rows),
+    return (
+        report.environment(templates_dir)
+        .get_template(COMPARE_TEMPLATE)
+        .render(
+            comparison=comparison,
+            reference=comparison.runs[0],
+            report_links=report_links,
+            json_href=json_href,
+            home_href=home_href,
+            chart=compare_svg(comparison),
+            flipped=sum(row.flipped for row in comparison.rows),
+            significant=sum(row.significant for row in comparison.rows),
+        )
     )
 
 
@@ -388,9 +468,16 @@ def compare_svg(comparison: Comparison, *, id_prefix: str = "compare") -> str:
     """The chart of the compare page (charts.comparison_svg): a row per pair and condition, a
     point per run; "" when no run measured anything."""
     return charts.comparison_svg(
-        [{"label": row.pair_name + (f"\n{row.condition}" if row.condition else ""), "claimed_ratio": row.claimed_ratio,
-          "cells": [None if cell is None else asdict(cell) for cell in row.cells]} for row in comparison.rows],
-        id_prefix=id_prefix)
+        [
+            {
+                "label": row.pair_name + (f"\n{row.condition}" if row.condition else ""),
+                "claimed_ratio": row.claimed_ratio,
+                "cells": [None if cell is None else asdict(cell) for cell in row.cells],
+            }
+            for row in comparison.rows
+        ],
+        id_prefix=id_prefix,
+    )
 
 
 def _landing(run_dir: Path) -> Path:
@@ -399,17 +486,24 @@ def _landing(run_dir: Path) -> Path:
     return report if report.is_file() else run_dir.resolve() / store.VERDICTS
 
 
-def write_comparison(comparison: Comparison, out_dir: Path, templates_dir: Path,
-                     home_href: str | None = None, report_links: dict[str, str] | None = None) -> Path:
+def write_comparison(
+    comparison: Comparison,
+    out_dir: Path,
+    templates_dir: Path,
+    home_href: str | None = None,
+    report_links: dict[str, str] | None = None,
+) -> Path:
     """index.html and compare.json in out_dir; report links relative to it unless given. Returns the page."""
     out_dir = Path(out_dir)
     if store.is_run_directory(out_dir):
         raise HarnessError(f"{out_dir}: is a run directory; pick another --out for the comparison")
     out_dir.mkdir(parents=True, exist_ok=True)
     if report_links is None:
-        report_links = {run.run_id: Path(os.path.relpath(_landing(Path(run.path)), out_dir.resolve())).as_posix()
-                        for run in comparison.runs}
+        report_links = {
+            run.run_id: Path(os.path.relpath(_landing(Path(run.path)), out_dir.resolve())).as_posix()
+            for run in comparison.runs
+        }
     write_atomically(out_dir / "compare.json", json.dumps(comparison_json(comparison), indent=2) + "\n")
-    return write_atomically(out_dir / "index.html",
-                            render_compare(comparison, templates_dir, report_links, home_href=home_href))
-
+    return write_atomically(
+        out_dir / "index.html", render_compare(comparison, templates_dir, report_links, home_href=home_href)
+    )

@@ -91,8 +91,11 @@ def comparison_groups(runs: Sequence[StoredRun]) -> dict[tuple[str, str], list[S
     for run in runs:
         if run.manifest.experiment.sha256:
             groups.setdefault((run.claim_id, run.manifest.experiment.sha256), []).append(run)
-    return {key: sorted(group, key=lambda run: (run.manifest.started, run.run_id))
-            for key, group in sorted(groups.items()) if len(group) >= 2}
+    return {
+        key: sorted(group, key=lambda run: (run.manifest.started, run.run_id))
+        for key, group in sorted(groups.items())
+        if len(group) >= 2
+    }
 
 
 def slug(text: str) -> str:
@@ -123,9 +126,19 @@ def compare_href(claim_id: str, sha256: str) -> str:
 
 def entries(run: StoredRun) -> list[dict]:
     """The run's verdicts as the site shows them, one per pair and condition."""
-    return [{"pair_name": entry.name, "condition_label": entry.label, "verdict": entry.verdict or "unknown",
-             "claimed_ratio": entry.claimed_ratio, "measured_ratio": entry.measured_ratio, "ci_low": entry.ci_low,
-             "ci_high": entry.ci_high, "k": entry.k} for entry in run.verdicts]
+    return [
+        {
+            "pair_name": entry.name,
+            "condition_label": entry.label,
+            "verdict": entry.verdict or "unknown",
+            "claimed_ratio": entry.claimed_ratio,
+            "measured_ratio": entry.measured_ratio,
+            "ci_low": entry.ci_low,
+            "ci_high": entry.ci_high,
+            "k": entry.k,
+        }
+        for entry in run.verdicts
+    ]
 
 
 def site_data(runs: Sequence[StoredRun], skipped: Sequence[tuple[str, str]], built: str) -> dict:
@@ -136,18 +149,34 @@ def site_data(runs: Sequence[StoredRun], skipped: Sequence[tuple[str, str]], bui
         "kind": SITE_KIND,
         "built": built,
         "runs": [
-            {"run_id": run.run_id, "started": run.manifest.started, "host": run.host_label,
-             "status": run.manifest.status, "claim_id": run.claim_id, "experiment_file": run.manifest.experiment.file,
-             "experiment_sha256": run.manifest.experiment.sha256, "overall_verdict": overall_verdict(run),
-             "report": report_href(run), "landing": landing_href(run), "verdicts_json": run_href(run, store.VERDICTS),
-             "manifest_json": run_href(run, store.MANIFEST), "verdicts": entries(run)}
+            {
+                "run_id": run.run_id,
+                "started": run.manifest.started,
+                "host": run.host_label,
+                "status": run.manifest.status,
+                "claim_id": run.claim_id,
+                "experiment_file": run.manifest.experiment.file,
+                "experiment_sha256": run.manifest.experiment.sha256,
+                "overall_verdict": overall_verdict(run),
+                "report": report_href(run),
+                "landing": landing_href(run),
+                "verdicts_json": run_href(run, store.VERDICTS),
+                "manifest_json": run_href(run, store.MANIFEST),
+                "verdicts": entries(run),
+            }
             for run in runs
         ],
         "claims": {claim: f"claims/{slug(claim)}.html" for claim in claim_ids(runs)},
-        "comparisons": [{"claim_id": claim, "experiment_sha256": sha, "runs": [run.run_id for run in group],
-                         "page": compare_href(claim, sha), "json": compare_href(claim, sha).replace(
-                             "index.html", "compare.json")}
-                        for (claim, sha), group in groups.items()],
+        "comparisons": [
+            {
+                "claim_id": claim,
+                "experiment_sha256": sha,
+                "runs": [run.run_id for run in group],
+                "page": compare_href(claim, sha),
+                "json": compare_href(claim, sha).replace("index.html", "compare.json"),
+            }
+            for (claim, sha), group in groups.items()
+        ],
         "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
     }
 
@@ -170,11 +199,19 @@ def claim_points(runs: Sequence[StoredRun], claim_id: str) -> list[dict]:
     for position, run in enumerate(own):
         for entry in entries(run):
             series = entry["pair_name"] + (f" ({entry['condition_label']})" if entry["condition_label"] else "")
-            points.append({**entry, "position": position, "run_id": run.run_id, "started": run.manifest.started,
-                           "host": run.host_label, "series": series,
-                           "report": f"../{report_href(run)}" if report_href(run) else None,
-                           "landing": f"../{landing_href(run)}",
-                           "verdicts_json": f"../{run_href(run, store.VERDICTS)}"})
+            points.append(
+                {
+                    **entry,
+                    "position": position,
+                    "run_id": run.run_id,
+                    "started": run.manifest.started,
+                    "host": run.host_label,
+                    "series": series,
+                    "report": f"../{report_href(run)}" if report_href(run) else None,
+                    "landing": f"../{landing_href(run)}",
+                    "verdicts_json": f"../{run_href(run, store.VERDICTS)}",
+                }
+            )
     return points
 
 
@@ -195,13 +232,26 @@ def claim_svg(points: Sequence[dict], *, id_prefix: str = "claim") -> str:
 
 def render_claim(claim_id: str, runs: Sequence[StoredRun], templates_dir: Path) -> str:
     points = claim_points(runs, claim_id)
-    statement = next((run.summary.statement for run in runs
-                      if run.claim_id == claim_id and run.summary and run.summary.statement), None)
-    comparisons = [{"href": f"../{compare_href(claim, sha)}", "runs": len(group), "sha256": sha}
-                   for (claim, sha), group in comparison_groups(runs).items() if claim == claim_id]
-    return report.environment(templates_dir).get_template("site/claim.html.j2").render(
-        claim_id=claim_id, statement=statement, points=points, latest=latest_per_host(points),
-        chart=claim_svg(points), comparisons=comparisons,
+    statement = next(
+        (run.summary.statement for run in runs if run.claim_id == claim_id and run.summary and run.summary.statement),
+        None,
+    )
+    comparisons = [
+        {"href": f"../{compare_href(claim, sha)}", "runs": len(group), "sha256": sha}
+        for (claim, sha), group in comparison_groups(runs).items()
+        if claim == claim_id
+    ]
+    return (
+        report.environment(templates_dir)
+        .get_template("site/claim.html.j2")
+        .render(
+            claim_id=claim_id,
+            statement=statement,
+            points=points,
+            latest=latest_per_host(points),
+            chart=claim_svg(points),
+            comparisons=comparisons,
+        )
     )
 
 
@@ -216,9 +266,11 @@ def build_site(reports_dir: str | Path, site_dir: str | Path, templates_dir: Pat
     _check_site_dir(reports_dir, site_dir)
     runs, skipped = find_runs(reports_dir, exclude=site_dir)
     if not runs:
-        raise HarnessError(f"{reports_dir}: holds no run directory (a folder with {store.MANIFEST} and {store.VERDICTS}); "
-                           "run `harness run` first or point at the folder given to its --out")
-    built = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        raise HarnessError(
+            f"{reports_dir}: holds no run directory (a folder with {store.MANIFEST} and {store.VERDICTS}); "
+            "run `harness run` first or point at the folder given to its --out"
+        )
+    built = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     site_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=site_dir.parent, prefix=f".{site_dir.name}."))
     try:
@@ -229,8 +281,13 @@ def build_site(reports_dir: str | Path, site_dir: str | Path, templates_dir: Pat
         for (claim, sha), group in comparison_groups(runs).items():
             href = compare_href(claim, sha)
             comparison = compare.compare_runs(group)
-            compare.write_comparison(comparison, (staging / href).parent, templates_dir, home_href="../../index.html",
-                                     report_links={run.run_id: f"../../{landing_href(run)}" for run in group})
+            compare.write_comparison(
+                comparison,
+                (staging / href).parent,
+                templates_dir,
+                home_href="../../index.html",
+                report_links={run.run_id: f"../../{landing_href(run)}" for run in group},
+            )
             hrefs.append(href)
         (staging / "claims").mkdir()
         for claim in claim_ids(runs):
@@ -242,8 +299,9 @@ def build_site(reports_dir: str | Path, site_dir: str | Path, templates_dir: Pat
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Site(path=site_dir, runs=tuple(runs), skipped=tuple(skipped), claims=tuple(claim_ids(runs)),
-                comparisons=tuple(hrefs))
+    return Site(
+        path=site_dir, runs=tuple(runs), skipped=tuple(skipped), claims=tuple(claim_ids(runs)), comparisons=tuple(hrefs)
+    )
 
 
 def _check_site_dir(reports_dir: Path, site_dir: Path) -> None:
@@ -262,8 +320,10 @@ def _check_site_dir(reports_dir: Path, site_dir: Path) -> None:
     except (OSError, ValueError):
         mark = None
     if not isinstance(mark, dict) or mark.get("kind") != SITE_KIND:
-        raise HarnessError(f"{site_dir}: exists and is not a site `harness publish` built (no {SITE_MARK}); "
-                           "pick another --out or empty it")
+        raise HarnessError(
+            f"{site_dir}: exists and is not a site `harness publish` built (no {SITE_MARK}); "
+            "pick another --out or empty it"
+        )
 
 
 def _swap_in(staging: Path, site_dir: Path) -> None:

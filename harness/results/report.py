@@ -38,8 +38,16 @@ def environment(templates_dir: Path) -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    jinja.filters.update(sig4=sig4, ratio=ratio, plus_minus=plus_minus, percent=percent, quantity=quantity,
-                         pvalue=pvalue, when=when, css=css_class)
+    jinja.filters.update(
+        sig4=sig4,
+        ratio=ratio,
+        plus_minus=plus_minus,
+        percent=percent,
+        quantity=quantity,
+        pvalue=pvalue,
+        when=when,
+        css=css_class,
+    )
     jinja.globals["verdict_colours"] = VERDICT_COLOURS
     return jinja
 
@@ -140,7 +148,7 @@ def _summary_rows(summary: pd.DataFrame, variants: list[dict]) -> list[dict]:
     # to_dict keeps each column's type; iterrows would turn the counts into floats.
     measured = summary.loc[:, list(SUMMARY_COLUMNS)].to_dict(orient="index")
     rows = [{"variant": name, "description": descriptions.get(name, ""), **stats} for name, stats in measured.items()]
-    not_measured = {"n": 0, "runs": 0} | {column: None for column in SUMMARY_COLUMNS[2:]}
+    not_measured = {"n": 0, "runs": 0} | dict.fromkeys(SUMMARY_COLUMNS[2:])
     rows += [
         {"variant": name, "description": description, **not_measured}
         for name, description in descriptions.items()
@@ -182,15 +190,36 @@ def labelled(frame: pd.DataFrame, swept: bool) -> pd.DataFrame:
     if not swept:
         return frame
     renamed = frame.copy()
-    renamed["variant"] = [f"{variant} · {condition}" for variant, condition in zip(frame["variant"], frame["condition"])]
+    renamed["variant"] = [
+        f"{variant} · {condition}" for variant, condition in zip(frame["variant"], frame["condition"], strict=True)
+    ]
     return renamed
 
 
-def build_context(*, run_id, status, started, finished, claim: dict, descriptions: dict[str, str],
-                  series: list[tuple[str, str, str]], values: pd.DataFrame, costs: pd.DataFrame, trials: list,
-                  conditions: dict[str, str], claim_verdict, sweep: dict, verdicts: list, thresholds,
-                  gates: list[dict], pyperf: list[dict], stopping: dict, files: list[str], notes: list[str],
-                  drift: list[dict]) -> dict:
+def build_context(
+    *,
+    run_id,
+    status,
+    started,
+    finished,
+    claim: dict,
+    descriptions: dict[str, str],
+    series: list[tuple[str, str, str]],
+    values: pd.DataFrame,
+    costs: pd.DataFrame,
+    trials: list,
+    conditions: dict[str, str],
+    claim_verdict,
+    sweep: dict,
+    verdicts: list,
+    thresholds,
+    gates: list[dict],
+    pyperf: list[dict],
+    stopping: dict,
+    files: list[str],
+    notes: list[str],
+    drift: list[dict],
+) -> dict:
     """Everything report.html.j2 shows. With a sweep, tables and charts show each variant under
     each condition as its own series."""
     swept = len({condition for _, _, condition in series}) > 1
@@ -199,8 +228,14 @@ def build_context(*, run_id, status, started, finished, claim: dict, description
     drawn = not values.empty
     unit = claim["unit"]
     return {
-        "run_id": run_id, "status": status, "started": started, "finished": finished, "claim": claim,
-        "conditions": conditions, "claim_verdict": claim_verdict, "sweep": sweep,
+        "run_id": run_id,
+        "status": status,
+        "started": started,
+        "finished": finished,
+        "claim": claim,
+        "conditions": conditions,
+        "claim_verdict": claim_verdict,
+        "sweep": sweep,
         "variants": [{"name": label, "description": descriptions[name]} for label, name, _ in series],
         "summary": analyse.summarise(shown_values),
         "costs": cost_table(shown_costs, labels),
@@ -240,9 +275,16 @@ def softirq_spread(trials: list, series: list[tuple[str, str, str]]) -> list[dic
     for (label, host), per_cpu in sorted(totals.items(), key=lambda item: (position.get(item[0][0], 0), item[0][1])):
         total = sum(per_cpu.values())
         cpus = sorted(per_cpu)
-        rows.append({"variant": label, "host": host, "total": int(total),
-                     "counts": [int(per_cpu[cpu]) for cpu in cpus],
-                     "shares": [per_cpu[cpu] / total if total else None for cpu in cpus], "cpus": cpus})
+        rows.append(
+            {
+                "variant": label,
+                "host": host,
+                "total": int(total),
+                "counts": [int(per_cpu[cpu]) for cpu in cpus],
+                "shares": [per_cpu[cpu] / total if total else None for cpu in cpus],
+                "cpus": cpus,
+            }
+        )
     return rows
 
 
@@ -254,15 +296,17 @@ def cost_table(costs: pd.DataFrame, labels: list[str]) -> list[dict]:
         if own.empty:
             continue
         client = own["client_cpu_seconds"]
-        rows.append({
-            "variant": label,
-            "trials": len(own),
-            "server_cpu_s_per_gib": float(own["server_cpu_s_per_gib"].mean()),
-            "server_cpu_s_per_unit": float(own["server_cpu_s_per_unit"].mean()),
-            "units": int(own["units"].sum()),
-            "errors": int(own["errors"].sum()),
-            "client_cpu_seconds": float(client.mean()) if client.notna().any() else None,
-            "harness_cpu_seconds": float(own["harness_cpu_seconds"].mean()),
-            "wall_seconds": float(own["wall_seconds"].mean()),
-        })
+        rows.append(
+            {
+                "variant": label,
+                "trials": len(own),
+                "server_cpu_s_per_gib": float(own["server_cpu_s_per_gib"].mean()),
+                "server_cpu_s_per_unit": float(own["server_cpu_s_per_unit"].mean()),
+                "units": int(own["units"].sum()),
+                "errors": int(own["errors"].sum()),
+                "client_cpu_seconds": float(client.mean()) if client.notna().any() else None,
+                "harness_cpu_seconds": float(own["harness_cpu_seconds"].mean()),
+                "wall_seconds": float(own["wall_seconds"].mean()),
+            }
+        )
     return rows

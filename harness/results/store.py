@@ -81,8 +81,11 @@ def _record(cls, data, source: str, **converted):
     known = {f.name: f for f in dataclasses.fields(cls)}
     values = {name: value for name, value in data.items() if name in known}
     values.update(converted)
-    missing = [name for name, f in known.items() if name not in values
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [
+        name
+        for name, f in known.items()
+        if name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     if missing:
         raise HarnessError(f"{source}: lacks {', '.join(missing)} (not written by this harness?)")
     return cls(**values)
@@ -188,11 +191,15 @@ class Manifest:
             raise HarnessError(f"{source}: holds {type(data).__name__}, not a manifest")
         version = data.get("format_version")
         if version not in READABLE_VERSIONS:
-            raise HarnessError(f"{source}: run format {version!r}; this harness reads formats "
-                               f"{', '.join(map(str, READABLE_VERSIONS))} (use the harness that wrote it)")
-        nested = {"experiment": lambda value: _record(ExperimentRecord, value, f"{source}: experiment"),
-                  "hosts": lambda value: Hosts.from_json(value, f"{source}: hosts"),
-                  "stopping": lambda value: _record(Stopping, value or {}, f"{source}: stopping")}
+            raise HarnessError(
+                f"{source}: run format {version!r}; this harness reads formats "
+                f"{', '.join(map(str, READABLE_VERSIONS))} (use the harness that wrote it)"
+            )
+        nested = {
+            "experiment": lambda value: _record(ExperimentRecord, value, f"{source}: experiment"),
+            "hosts": lambda value: Hosts.from_json(value, f"{source}: hosts"),
+            "stopping": lambda value: _record(Stopping, value or {}, f"{source}: stopping"),
+        }
         return _record(cls, data, source, **{key: read(data[key]) for key, read in nested.items() if key in data})
 
 
@@ -363,7 +370,9 @@ class RunDirectory:
             for sub in SUBFOLDERS:
                 (path / sub).mkdir()
         except OSError as exc:
-            raise HarnessError(f"{out_dir}: cannot create the run directory: {exc.strerror} (pick another --out)") from None
+            raise HarnessError(
+                f"{out_dir}: cannot create the run directory: {exc.strerror} (pick another --out)"
+            ) from None
         return cls(path)
 
     @classmethod
@@ -445,8 +454,11 @@ class RunDirectory:
             return []
         try:
             lines = target.read_text().splitlines()
-            return [Trial.from_json(json.loads(line), f"{target}:{number}")
-                    for number, line in enumerate(lines, 1) if line.strip()]
+            return [
+                Trial.from_json(json.loads(line), f"{target}:{number}")
+                for number, line in enumerate(lines, 1)
+                if line.strip()
+            ]
         except (OSError, ValueError) as exc:
             raise HarnessError(f"{target}: cannot be read: {exc}") from None
 
@@ -465,8 +477,10 @@ class RunDirectory:
     def files(self, include_ansible: bool = False) -> list[str]:
         """Every file of the run, relative to its directory, for the report's links."""
         return sorted(
-            str(p.relative_to(self.path)) for p in self.path.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
+            str(p.relative_to(self.path))
+            for p in self.path.rglob("*")
+            if p.is_file()
+            and not p.name.startswith(".")
             and (include_ansible or "ansible" not in p.relative_to(self.path).parts[:1])
         )
 
@@ -495,16 +509,23 @@ def load_run(path: str | Path) -> StoredRun:
     raw_verdicts = run._read_json(VERDICTS, "the run wrote no verdicts; it cannot be compared")
     if not isinstance(raw_verdicts, list):
         raise HarnessError(f"{run.path / VERDICTS}: holds {type(raw_verdicts).__name__}, not a list of verdicts")
-    verdicts = tuple(VerdictEntry.from_json(entry, f"{run.path / VERDICTS}: entry {number}")
-                     for number, entry in enumerate(raw_verdicts, 1))
+    verdicts = tuple(
+        VerdictEntry.from_json(entry, f"{run.path / VERDICTS}: entry {number}")
+        for number, entry in enumerate(raw_verdicts, 1)
+    )
     if isinstance(raw_manifest, dict) and raw_manifest.get("format_version") == 1:
         raw_manifest = _upgrade_v1(raw_manifest, verdicts)
     manifest = Manifest.from_json(raw_manifest, str(run.path / MANIFEST))
     summary = None
     if run.has_file(SUMMARY):
         summary = Summary.from_json(run._read_json(SUMMARY, ""), str(run.path / SUMMARY))
-    return StoredRun(path=run.path, manifest=manifest, verdicts=verdicts, summary=summary,
-                     values=_read_values(run.path / MEASUREMENTS))
+    return StoredRun(
+        path=run.path,
+        manifest=manifest,
+        verdicts=verdicts,
+        summary=summary,
+        values=_read_values(run.path / MEASUREMENTS),
+    )
 
 
 def _upgrade_v1(manifest: dict, verdicts: tuple[VerdictEntry, ...]) -> dict:

@@ -30,6 +30,7 @@ from harness.results.store import GATES
 
 VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "inconclusive", "not applicable")
 
+
 @dataclass(frozen=True)
 class PairVerdict:
     pair: str
@@ -157,8 +158,12 @@ class ClaimVerdict:
     best: PairVerdict | None  # the largest measured ratio among the tested ones
 
     def as_dict(self) -> dict:
-        return {"verdict": self.verdict, "reason": self.reason, "counts": dict(self.counts),
-                "best": self.best.as_dict() if self.best else None}
+        return {
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "counts": dict(self.counts),
+            "best": self.best.as_dict() if self.best else None,
+        }
 
 
 def claim_verdict(verdicts: list[PairVerdict]) -> ClaimVerdict:
@@ -179,12 +184,15 @@ def claim_verdict(verdicts: list[PairVerdict]) -> ClaimVerdict:
         return ClaimVerdict("inconclusive", "Nothing was measured.", counts, None)
     if not tested:
         return ClaimVerdict("not applicable", verdicts[0].reason, counts, None)
-    best_text = (f" The largest measured gain is {_x(best.measured_ratio)} ({best.label})." if best else "")
+    best_text = f" The largest measured gain is {_x(best.measured_ratio)} ({best.label})." if best else ""
     claimed = _x(tested[0].claimed_ratio)
     if counts.get("reproduced", 0) == len(tested):
         verdict, how = "reproduced", f"The claim of {claimed} holds in every tested condition"
     elif counts.get("reproduced", 0) or counts.get("partially reproduced", 0):
-        verdict, how = "partially reproduced", f"The claim of {claimed} holds only in part or only under some conditions"
+        verdict, how = (
+            "partially reproduced",
+            f"The claim of {claimed} holds only in part or only under some conditions",
+        )
     elif counts.get("inconclusive", 0):
         verdict, how = "inconclusive", f"No condition reproduced the claim of {claimed}, but some could not be decided"
     else:
@@ -202,25 +210,35 @@ def thresholds_for(values: pd.DataFrame, baselines: list[str], k: float, margin:
     if margin is not None:
         return Thresholds(k=k, margin=margin, margin_source="experiment file")
     defaults = Thresholds(k=k)
-    noise = {baseline: noise_margin(values, baseline, defaults) for baseline in dict.fromkeys(baselines)
-             if values.loc[values["variant"] == baseline, "run"].nunique() >= 2}
+    noise = {
+        baseline: noise_margin(values, baseline, defaults)
+        for baseline in dict.fromkeys(baselines)
+        if values.loc[values["variant"] == baseline, "run"].nunique() >= 2
+    }
     if not noise:
         return defaults
     noisiest = max(noise, key=noise.get)
     if noise[noisiest] > MARGIN_CAP:
-        return Thresholds(k=k, margin=MARGIN_CAP, margin_source=f"cap; A/A noise of {noisiest} is {noise[noisiest]:.3f}")
+        return Thresholds(
+            k=k, margin=MARGIN_CAP, margin_source=f"cap; A/A noise of {noisiest} is {noise[noisiest]:.3f}"
+        )
     return Thresholds(k=k, margin=noise[noisiest], margin_source=f"A/A noise of {noisiest}")
 
 
 def invalid_reason(gate_rows: list[dict], baseline: str, treatment: str, condition: str = "") -> str | None:
     """Why a pair's runs cannot be trusted: the first failed gate, and how many failed."""
-    failed = [row for row in gate_rows if not row["passed"] and row["variant"] in (baseline, treatment)
-              and row["condition"] == condition]
+    failed = [
+        row
+        for row in gate_rows
+        if not row["passed"] and row["variant"] in (baseline, treatment) and row["condition"] == condition
+    ]
     if not failed:
         return None
     first = failed[0]
-    return (f"{first['gate']} gate failed in run {first['run']} of {first['variant']}: {first['detail']}"
-            f" ({len(failed)} failed gate{'s' if len(failed) > 1 else ''} in this pair; {GATES})")
+    return (
+        f"{first['gate']} gate failed in run {first['run']} of {first['variant']}: {first['detail']}"
+        f" ({len(failed)} failed gate{'s' if len(failed) > 1 else ''} in this pair; {GATES})"
+    )
 
 
 def cross_check(verdict: PairVerdict, line: str) -> str | None:

@@ -20,10 +20,9 @@ import pandas as pd
 import pyperf
 
 from harness.errors import TrialError
+from harness.hosts.remote import HostSession
 from harness.results.store import GIB, Trial
 from harness.run.execute import TrialOutput
-from harness.hosts.remote import HostSession
-
 
 
 @dataclass(frozen=True)
@@ -103,8 +102,11 @@ def parse_wrk(text: str, source: str) -> LoadResult:
 
 
 _H2LOAD_RATE = re.compile(r"^finished in [0-9.]+\w*, ([0-9.]+) req/s", re.M)
-_H2LOAD_REQUESTS = re.compile(r"^requests: ([0-9]+) total, [0-9]+ started, ([0-9]+) done, ([0-9]+) succeeded, "
-                              r"([0-9]+) failed, ([0-9]+) errored", re.M)
+_H2LOAD_REQUESTS = re.compile(
+    r"^requests: ([0-9]+) total, [0-9]+ started, ([0-9]+) done, ([0-9]+) succeeded, "
+    r"([0-9]+) failed, ([0-9]+) errored",
+    re.M,
+)
 
 
 def parse_h2load(text: str, source: str) -> LoadResult:
@@ -122,7 +124,7 @@ def parse_redis_benchmark(text: str, source: str) -> LoadResult:
     """redis-benchmark --csv: a header row, then one row per test; a value per row = 1 / rps."""
     rows = [row for row in csv.reader(io.StringIO(text)) if row]
     if len(rows) < 2 or [cell.strip().lower() for cell in rows[0][:2]] != ["test", "rps"]:
-        raise TrialError(f"{source}: not redis-benchmark --csv output (a \"test\",\"rps\" header, then rows)")
+        raise TrialError(f'{source}: not redis-benchmark --csv output (a "test","rps" header, then rows)')
     values = []
     for number, row in enumerate(rows[1:], 2):
         try:
@@ -158,29 +160,48 @@ def _checked(result: LoadResult, source: str) -> LoadResult:
     return result
 
 
-PARSERS = {"fetch_json": parse_fetch_json, "json_values": parse_json_values, "wrk": parse_wrk,
-           "h2load": parse_h2load, "redis_benchmark": parse_redis_benchmark, "iperf3_json": parse_iperf3_json}
+PARSERS = {
+    "fetch_json": parse_fetch_json,
+    "json_values": parse_json_values,
+    "wrk": parse_wrk,
+    "h2load": parse_h2load,
+    "redis_benchmark": parse_redis_benchmark,
+    "iperf3_json": parse_iperf3_json,
+}
 
 
 def measure(output: TrialOutput, parser: str, warmup_values: int) -> Trial:
     """Parse every run of the trial's load generator; their values concatenate in order."""
-    results = [PARSERS[parser](stdout, f"raw/{name}") for stdout, name in zip(output.load_stdouts, output.load_files)]
+    results = [
+        PARSERS[parser](stdout, f"raw/{name}")
+        for stdout, name in zip(output.load_stdouts, output.load_files, strict=True)
+    ]
     seconds = tuple(value for result in results for value in result.seconds)
     shown = f"raw/{output.load_files[0]}"
     if len(seconds) <= warmup_values:
-        raise TrialError(f"{shown}: {len(seconds)} values but warmup_values is {warmup_values}: no measured value is left")
+        raise TrialError(
+            f"{shown}: {len(seconds)} values but warmup_values is {warmup_values}: no measured value is left"
+        )
     reported_cpu = [r.client_cpu_seconds for r in results if r.client_cpu_seconds is not None]
     # The client's own account of its CPU if it gives one, else what the harness measured around it.
     client_cpu = sum(reported_cpu) if reported_cpu else output.load_cpu_seconds
     return Trial(
-        variant=output.trial.variant, repetition=output.trial.repetition, order=output.trial.index,
+        variant=output.trial.variant,
+        repetition=output.trial.repetition,
+        order=output.trial.index,
         condition=output.trial.condition.label,
-        values=seconds[warmup_values:], warmups=seconds[:warmup_values],
-        bytes_moved=sum(sum(r.bytes) for r in results), server_cpu_seconds=output.server_cpu_seconds,
-        client_cpu_seconds=client_cpu, harness_cpu_seconds=output.harness_cpu_seconds,
-        wall_seconds=output.wall_seconds, load_file=output.load_files[0],
-        host_changes=output.host_changes, host_cpus=output.host_cpus,
-        units=sum(r.units for r in results), errors=sum(r.errors for r in results),
+        values=seconds[warmup_values:],
+        warmups=seconds[:warmup_values],
+        bytes_moved=sum(sum(r.bytes) for r in results),
+        server_cpu_seconds=output.server_cpu_seconds,
+        client_cpu_seconds=client_cpu,
+        harness_cpu_seconds=output.harness_cpu_seconds,
+        wall_seconds=output.wall_seconds,
+        load_file=output.load_files[0],
+        host_changes=output.host_changes,
+        host_cpus=output.host_cpus,
+        units=sum(r.units for r in results),
+        errors=sum(r.errors for r in results),
     )
 
 
@@ -188,41 +209,77 @@ def values_frame(measurements: list[Trial]) -> pd.DataFrame:
     """Columns variant, condition, run, value, order: measured values only (no warm-ups)."""
     rows = [
         {"variant": m.variant, "condition": m.condition, "run": m.repetition, "value": value, "order": m.order}
-        for m in measurements for value in m.values
+        for m in measurements
+        for value in m.values
     ]
     return pd.DataFrame(rows, columns=["variant", "condition", "run", "value", "order"])
 
 
-def gates(m: Trial, load_cpu_limit: float, steal_limit: float, error_limit: float = 0.01,
-          has_server: bool = True) -> list[dict]:
+def gates(
+    m: Trial, load_cpu_limit: float, steal_limit: float, error_limit: float = 0.01, has_server: bool = True
+) -> list[dict]:
     """Checks that say whether a trial measured what it meant to measure. Without a
     server the load command is the benchmark itself, so its CPU use is no fault."""
     results = []
 
     def gate(name, value, limit, passed, detail):
-        results.append({"variant": m.variant, "condition": m.condition, "run": m.repetition, "gate": name,
-                        "value": value, "limit": limit, "passed": bool(passed), "detail": detail})
+        results.append(
+            {
+                "variant": m.variant,
+                "condition": m.condition,
+                "run": m.repetition,
+                "gate": name,
+                "value": value,
+                "limit": limit,
+                "passed": bool(passed),
+                "detail": detail,
+            }
+        )
 
     wall = m.wall_seconds or float("nan")
     server_share = m.server_cpu_seconds / wall
     if m.client_cpu_seconds is not None and has_server:
         client_share = m.client_cpu_seconds / wall
         saturated = client_share >= load_cpu_limit and server_share < load_cpu_limit
-        gate("load generator CPU", client_share, load_cpu_limit, not saturated,
-             f"load generator {client_share:.0%} of a core, server {server_share:.0%}: "
-             + ("the load generator, not the server, was measured" if saturated else "the server set the pace"))
+        gate(
+            "load generator CPU",
+            client_share,
+            load_cpu_limit,
+            not saturated,
+            f"load generator {client_share:.0%} of a core, server {server_share:.0%}: "
+            + ("the load generator, not the server, was measured" if saturated else "the server set the pace"),
+        )
     if m.units:
         share = m.errors / m.units
-        gate("load errors", share, error_limit, share <= error_limit,
-             f"{m.errors} of {m.units} failed (socket errors, bad status or wrong answers)")
+        gate(
+            "load errors",
+            share,
+            error_limit,
+            share <= error_limit,
+            f"{m.errors} of {m.units} failed (socket errors, bad status or wrong answers)",
+        )
     swapped = sum(changes.get("pswpin", 0) + changes.get("pswpout", 0) for changes in m.host_changes.values())
     gate("swap", swapped, 0, swapped == 0, f"{swapped:g} pages swapped in or out during the load")
-    steal_share = max((changes.get("steal_seconds", 0.0) / (wall * m.host_cpus.get(host, 1.0))
-                       for host, changes in m.host_changes.items()), default=0.0)
-    gate("CPU steal", steal_share, steal_limit, steal_share <= steal_limit,
-         f"{steal_share:.1%} of the CPU time was stolen by the hypervisor")
-    throttled = [changes[key] for changes in m.host_changes.values()
-                 for key in ("thermal_throttle_count", "cgroup_nr_throttled") if key in changes]
+    steal_share = max(
+        (
+            changes.get("steal_seconds", 0.0) / (wall * m.host_cpus.get(host, 1.0))
+            for host, changes in m.host_changes.items()
+        ),
+        default=0.0,
+    )
+    gate(
+        "CPU steal",
+        steal_share,
+        steal_limit,
+        steal_share <= steal_limit,
+        f"{steal_share:.1%} of the CPU time was stolen by the hypervisor",
+    )
+    throttled = [
+        changes[key]
+        for changes in m.host_changes.values()
+        for key in ("thermal_throttle_count", "cgroup_nr_throttled")
+        if key in changes
+    ]
     if throttled:
         gate("throttling", sum(throttled), 0, sum(throttled) == 0, f"{sum(throttled):g} throttling events")
     return results
@@ -231,38 +288,69 @@ def gates(m: Trial, load_cpu_limit: float, steal_limit: float, error_limit: floa
 def costs_frame(measurements: list[Trial]) -> pd.DataFrame:
     """Per trial CPU costs: the server's CPU per GiB is where sendfile saves work."""
     rows = [
-        {"variant": m.variant, "condition": m.condition, "run": m.repetition, "order": m.order,
-         "server_cpu_seconds": m.server_cpu_seconds, "server_cpu_s_per_gib": m.server_cpu_seconds_per_gib,
-         "units": m.units, "errors": m.errors, "server_cpu_s_per_unit": m.server_cpu_seconds_per_unit,
-         "client_cpu_seconds": m.client_cpu_seconds,
-         "harness_cpu_seconds": m.harness_cpu_seconds, "wall_seconds": m.wall_seconds,
-         # The whole host's busy CPU (user, nice, system, irq, softirq) over the window, per host.
-         "host_busy_cpu_seconds": ";".join(f"{host}={changes['busy_seconds']:.3f}"
-                                           for host, changes in m.host_changes.items() if "busy_seconds" in changes)}
+        {
+            "variant": m.variant,
+            "condition": m.condition,
+            "run": m.repetition,
+            "order": m.order,
+            "server_cpu_seconds": m.server_cpu_seconds,
+            "server_cpu_s_per_gib": m.server_cpu_seconds_per_gib,
+            "units": m.units,
+            "errors": m.errors,
+            "server_cpu_s_per_unit": m.server_cpu_seconds_per_unit,
+            "client_cpu_seconds": m.client_cpu_seconds,
+            "harness_cpu_seconds": m.harness_cpu_seconds,
+            "wall_seconds": m.wall_seconds,
+            # The whole host's busy CPU (user, nice, system, irq, softirq) over the window, per host.
+            "host_busy_cpu_seconds": ";".join(
+                f"{host}={changes['busy_seconds']:.3f}"
+                for host, changes in m.host_changes.items()
+                if "busy_seconds" in changes
+            ),
+        }
         for m in measurements
     ]
-    return pd.DataFrame(rows, columns=["variant", "condition", "run", "order", "server_cpu_seconds",
-                                       "server_cpu_s_per_gib", "units", "errors", "server_cpu_s_per_unit",
-                                       "client_cpu_seconds", "harness_cpu_seconds", "wall_seconds",
-                                       "host_busy_cpu_seconds"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "variant",
+            "condition",
+            "run",
+            "order",
+            "server_cpu_seconds",
+            "server_cpu_s_per_gib",
+            "units",
+            "errors",
+            "server_cpu_s_per_unit",
+            "client_cpu_seconds",
+            "harness_cpu_seconds",
+            "wall_seconds",
+            "host_busy_cpu_seconds",
+        ],
+    )
 
 
-def write_pyperf(measurements: list[Trial], variant: str, benchmark_name: str, path: Path,
-                 condition: str = "") -> None:
+def write_pyperf(measurements: list[Trial], variant: str, benchmark_name: str, path: Path, condition: str = "") -> None:
     """One pyperf.Run per repetition; every variant's file uses the same benchmark name,
     so `python -m pyperf compare_to baseline.json treatment.json` pairs them."""
     runs = []
     own = (m for m in measurements if m.variant == variant and m.condition == condition)
     for m in sorted(own, key=lambda m: m.repetition):
         metadata = {
-            "name": benchmark_name, "unit": "second", "loops": 1,
-            "variant": variant, "repetition": m.repetition, **({"condition": condition} if condition else {}),
-            "server_cpu_seconds": m.server_cpu_seconds, "bytes_moved": m.bytes_moved,
+            "name": benchmark_name,
+            "unit": "second",
+            "loops": 1,
+            "variant": variant,
+            "repetition": m.repetition,
+            **({"condition": condition} if condition else {}),
+            "server_cpu_seconds": m.server_cpu_seconds,
+            "bytes_moved": m.bytes_moved,
         }
         if m.client_cpu_seconds is not None:
             metadata["client_cpu_seconds"] = m.client_cpu_seconds
-        runs.append(pyperf.Run(list(m.values), warmups=[(1, w) for w in m.warmups],
-                               metadata=metadata, collect_metadata=False))
+        runs.append(
+            pyperf.Run(list(m.values), warmups=[(1, w) for w in m.warmups], metadata=metadata, collect_metadata=False)
+        )
     if runs:
         pyperf.Benchmark(runs).dump(str(path), replace=True)
 

@@ -22,14 +22,14 @@ import jinja2
 from harness import resources
 from harness.cpuset import CpuSet, placed
 from harness.errors import HarnessError, TrialError
-from harness.run.interrupt import StopSignals
-from harness.hosts.inventory import Host
 from harness.hosts import nftables
+from harness.hosts.inventory import Host
 from harness.hosts.linkdelay import start_delay_proxy
-from harness.run.plan import Trial
 from harness.hosts.provision import Workspace
 from harness.hosts.remote import Background, HostSession
+from harness.run.interrupt import StopSignals
 from harness.run.placeholders import DELAY_KEY, LOSS_KEY, fill
+from harness.run.plan import Trial
 from harness.run.spec import ExperimentSpec, Variant
 
 TIMEOUT_EXIT = 124  # coreutils timeout's status when the time ran out
@@ -104,17 +104,25 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
             # learning its pid would leave a server nobody stops.
             with signals.deferred():
                 server = server_session.start_background(
-                    [fill(word, values) for word in variant.server.command], setting.workspace.workdir, server_log,
-                    _allowed_cpus(variant.server.cpus, setting))
+                    [fill(word, values) for word in variant.server.command],
+                    setting.workspace.workdir,
+                    server_log,
+                    _allowed_cpus(variant.server.cpus, setting),
+                )
             signals.check()
-            server_session.wait_listening(server, variant.server.port, variant.server.ready_timeout,
-                                          variant.server.protocol)
+            server_session.wait_listening(
+                server, variant.server.port, variant.server.ready_timeout, variant.server.protocol
+            )
         if delay_ms:
             with signals.deferred():
                 proxy = start_delay_proxy(
-                    client_session, f"{PROXY_ADDRESS}:{load_values['port']}",
-                    f"{server_host.service_address}:{values['port']}", delay_ms,
-                    setting.workspace.workdir, udp=variant.server.protocol == "udp", copy_program=not client_host.local,
+                    client_session,
+                    f"{PROXY_ADDRESS}:{load_values['port']}",
+                    f"{server_host.service_address}:{values['port']}",
+                    delay_ms,
+                    setting.workspace.workdir,
+                    udp=variant.server.protocol == "udp",
+                    copy_program=not client_host.local,
                 )
             signals.check()
         involved = {server_host.name: server_session, client_host.name: client_session}
@@ -127,15 +135,28 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
             signals.check()
             name = f"{stem}-load" + (f"-{run + 1}" if variant.load.runs > 1 else "")
             result = client_session.shell(
-                _load_script(load_argv, load_pidfile, _allowed_cpus(variant.load.cpus, setting),
-                             variant.load.timeout),
-                timeout=variant.load.timeout + 30, check=False, shown=load_argv[0],
+                _load_script(load_argv, load_pidfile, _allowed_cpus(variant.load.cpus, setting), variant.load.timeout),
+                timeout=variant.load.timeout + 30,
+                check=False,
+                shown=load_argv[0],
             )
             stderr, cpu = _split_load_cpu(result.stderr)
             (setting.raw_dir / f"{name}.out").write_text(result.stdout)
             (setting.raw_dir / f"{name}.err").write_text(stderr)
-            _check_load_run(result.exited, stderr or result.stdout, trial, variant, load_argv, client_host,
-                            server_session, server, server_host, server_log, stem, name)
+            _check_load_run(
+                result.exited,
+                stderr or result.stdout,
+                trial,
+                variant,
+                load_argv,
+                client_host,
+                server_session,
+                server,
+                server_host,
+                server_log,
+                stem,
+                name,
+            )
             stdouts.append(result.stdout)
             files.append(f"{name}.out")
             load_cpu = load_cpu + cpu if cpu is not None and load_cpu is not None else None
@@ -148,27 +169,52 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
             # The receiving side's count replaces the load generator's values.
             stdouts, files = [_result_output(setting, variant, values, wall, trial, stem)], [f"{stem}-result.out"]
         output = TrialOutput(
-            trial=trial, load_stdouts=tuple(stdouts), load_files=tuple(files), load_cpu_seconds=load_cpu,
+            trial=trial,
+            load_stdouts=tuple(stdouts),
+            load_files=tuple(files),
+            load_cpu_seconds=load_cpu,
             server_cpu_seconds=cpu_after - cpu_before,
-            harness_cpu_seconds=harness_cpu, wall_seconds=wall,
+            harness_cpu_seconds=harness_cpu,
+            wall_seconds=wall,
             host_changes={name: _changes(counters_before[name], counters_after[name]) for name in involved},
             host_cpus={name: counters_after[name].get("cpus", 1.0) for name in involved},
         )
     except BaseException:
         with signals.deferred():  # the trial's own error is the one to report
-            _clean_up(server_session, client_session, server, proxy, server_log, load_pidfile, load_done,
-                      setting.raw_dir, stem, loss)
+            _clean_up(
+                server_session,
+                client_session,
+                server,
+                proxy,
+                server_log,
+                load_pidfile,
+                load_done,
+                setting.raw_dir,
+                stem,
+                loss,
+            )
         raise
     with signals.deferred():
-        problems = _clean_up(server_session, client_session, server, proxy, server_log, load_pidfile, load_done,
-                             setting.raw_dir, stem, loss)
+        problems = _clean_up(
+            server_session,
+            client_session,
+            server,
+            proxy,
+            server_log,
+            load_pidfile,
+            load_done,
+            setting.raw_dir,
+            stem,
+            loss,
+        )
     if problems:
         raise TrialError("; ".join(problems))
     return output
 
 
-def _clean_up(server_session, client_session, server, proxy, server_log, load_pidfile, load_done, raw_dir,
-              stem, loss=None) -> list[str]:
+def _clean_up(
+    server_session, client_session, server, proxy, server_log, load_pidfile, load_done, raw_dir, stem, loss=None
+) -> list[str]:
     """Stop whatever of the trial still runs and keep the server's log; return what went wrong."""
     problems = []
     if loss:
@@ -178,8 +224,10 @@ def _clean_up(server_session, client_session, server, proxy, server_log, load_pi
             problems.append(str(exc))
     if not load_done:
         # Interrupted mid-load: `timeout` leads the load's process group.
-        script = (f"[ -s {shlex.quote(load_pidfile)} ] && pid=$(cat {shlex.quote(load_pidfile)}) && "
-                  "{ kill -TERM -- -$pid 2>/dev/null; sleep 0.5; kill -KILL -- -$pid 2>/dev/null; }; true")
+        script = (
+            f"[ -s {shlex.quote(load_pidfile)} ] && pid=$(cat {shlex.quote(load_pidfile)}) && "
+            "{ kill -TERM -- -$pid 2>/dev/null; sleep 0.5; kill -KILL -- -$pid 2>/dev/null; }; true"
+        )
         try:
             client_session.shell(script, timeout=30, check=False, shown="stop load")
         except HarnessError as exc:
@@ -210,14 +258,17 @@ def _tune(session: HostSession, host: Host, net, trial: Trial) -> None:
     puts the snapshot's values back."""
     # The script goes as `python3 -c TEXT`, as the playbooks send it: nothing to copy per trial.
     given = json.dumps({"address": host.service_address, "net": net.model_dump(exclude_none=True)})
-    result = session.shell(f"printf %s {shlex.quote(given)} | /usr/bin/python3 -c {shlex.quote(HOST_STATE_TEXT)} tune",
-                           timeout=60, check=False, shown="tune the link")
+    result = session.shell(
+        f"printf %s {shlex.quote(given)} | /usr/bin/python3 -c {shlex.quote(HOST_STATE_TEXT)} tune",
+        timeout=60,
+        check=False,
+        shown="tune the link",
+    )
     if result.exited != 0:
         raise TrialError(f"{host.name}: variants.{trial.variant}.net: {_last_line(result.stderr or result.stdout)}")
 
 
-def _result_output(setting: TrialSetting, variant: Variant, values: dict, wall: float, trial: Trial,
-                   stem: str) -> str:
+def _result_output(setting: TrialSetting, variant: Variant, values: dict, wall: float, trial: Trial, stem: str) -> str:
     result = variant.result
     host = setting.hosts_by_role[result.role][0]
     argv = [fill(word, {**values, "load_seconds": f"{wall:.6f}"}) for word in result.command]
@@ -225,14 +276,17 @@ def _result_output(setting: TrialSetting, variant: Variant, values: dict, wall: 
     (setting.raw_dir / f"{stem}-result.out").write_text(output.stdout)
     (setting.raw_dir / f"{stem}-result.err").write_text(output.stderr)
     if output.exited != 0:
-        raise TrialError(f"{host.name}: the result command {argv[0]} exited {output.exited}: "
-                         f"{_last_line(output.stderr or output.stdout)} (raw/{stem}-result.err; "
-                         f"variants.{trial.variant}.result)")
+        raise TrialError(
+            f"{host.name}: the result command {argv[0]} exited {output.exited}: "
+            f"{_last_line(output.stderr or output.stdout)} (raw/{stem}-result.err; "
+            f"variants.{trial.variant}.result)"
+        )
     return output.stdout
 
 
-def _check_load_run(exited, output, trial, variant, load_argv, client_host, server_session, server, server_host,
-                    server_log, stem, name) -> None:
+def _check_load_run(
+    exited, output, trial, variant, load_argv, client_host, server_session, server, server_host, server_log, stem, name
+) -> None:
     """One run of the load generator went wrong: say how, naming the host and the raw file."""
     if server is not None and not server_session.is_alive(server):
         raise TrialError(
@@ -240,8 +294,10 @@ def _check_load_run(exited, output, trial, variant, load_argv, client_host, serv
             f"{_last_line(server_session.read_text(server_log, tail_bytes=2000))} (log raw/{stem}-server.log)"
         )
     if exited == TIMEOUT_EXIT:
-        raise TrialError(f"{client_host.name}: {load_argv[0]} did not finish within {variant.load.timeout:g} s "
-                         f"(variants.{trial.variant}.load.timeout)")
+        raise TrialError(
+            f"{client_host.name}: {load_argv[0]} did not finish within {variant.load.timeout:g} s "
+            f"(variants.{trial.variant}.load.timeout)"
+        )
     if exited != 0:
         raise TrialError(f"{client_host.name}: {load_argv[0]} exited {exited}: {_last_line(output)} (raw/{name}.err)")
 
@@ -263,8 +319,10 @@ def _drop_share(session: HostSession, port: int, percent: float, trial: Trial) -
     the table; the run's restore deletes it too if a trial could not."""
     refused = nftables.add_port_loss(session, port, percent)
     if refused is not None:
-        raise TrialError(f"{session.host.name}: {LOSS_KEY}={percent:g} (trial {trial.variant}): nft refused the "
-                         f"loss rules: {refused}")
+        raise TrialError(
+            f"{session.host.name}: {LOSS_KEY}={percent:g} (trial {trial.variant}): nft refused the "
+            f"loss rules: {refused}"
+        )
 
 
 def _delay_ms(setting: TrialSetting, trial: Trial) -> float | None:
@@ -280,8 +338,12 @@ def _placeholder_values(setting: TrialSetting, variant: Variant, server_host: Ho
     values = dict(setting.parameters)
     values.update(trial.condition.as_dict())
     values.update(
-        workdir=workspace.workdir, workload=workspace.workload, bin=workspace.bin, data=workspace.data,
-        port=variant.server.port if variant.server else 0, server_address=server_host.service_address,
+        workdir=workspace.workdir,
+        workload=workspace.workload,
+        bin=workspace.bin,
+        data=workspace.data,
+        port=variant.server.port if variant.server else 0,
+        server_address=server_host.service_address,
         config=f"{workspace.workdir}/{variant.server.port if variant.server else 0}.conf",
         python=getattr(workspace, "python", "python3"),
     )
@@ -292,8 +354,10 @@ def _install_config(setting, variant, values, session: HostSession, stem: str) -
     """Render the variant's Jinja config template and copy it to the server host."""
     config = variant.server.config
     environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(setting.workload_dir), undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True, autoescape=False,  # nginx configs, not HTML
+        loader=jinja2.FileSystemLoader(setting.workload_dir),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # nginx configs, not HTML
     )
     template_vars = dict(values)
     template_vars.update({key: fill(v, values) if isinstance(v, str) else v for key, v in config.vars.items()})
@@ -315,8 +379,10 @@ def _load_script(argv: list[str], pidfile: str, cpus: str | None, timeout: float
     # through a file: `times` in a pipe or $(...) would run in a subshell and see none.
     command = ["timeout", "--kill-after=5", f"{timeout:g}"] + (["taskset", "-c", cpus] if cpus else []) + argv
     pid, cpu = shlex.quote(pidfile), shlex.quote(pidfile + ".times")
-    return (f"{shlex.join(command)} &\necho $! >{pid}\nwait $!\nrc=$?\ntimes >{cpu}\n"
-            f"echo \"{LOAD_CPU_MARK} $(tail -n 1 {cpu})\" >&2\nexit $rc")
+    return (
+        f"{shlex.join(command)} &\necho $! >{pid}\nwait $!\nrc=$?\ntimes >{cpu}\n"
+        f'echo "{LOAD_CPU_MARK} $(tail -n 1 {cpu})" >&2\nexit $rc'
+    )
 
 
 _TIMES = re.compile(r"([0-9]+)m([0-9.]+)s")
@@ -336,8 +402,11 @@ def _split_load_cpu(stderr: str) -> tuple[str, float | None]:
 
 def _changes(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Counter deltas; steal in seconds. Gauges (cpus, ticks per second) are left out."""
-    changes = {name: after[name] - before[name] for name in after
-               if name in before and name not in ("cpus", "ticks_per_second", "steal_ticks", "busy_ticks")}
+    changes = {
+        name: after[name] - before[name]
+        for name in after
+        if name in before and name not in ("cpus", "ticks_per_second", "steal_ticks", "busy_ticks")
+    }
     for ticks, seconds in (("steal_ticks", "steal_seconds"), ("busy_ticks", "busy_seconds")):
         if ticks in before and ticks in after:
             changes[seconds] = (after[ticks] - before[ticks]) / after.get("ticks_per_second", 100.0)

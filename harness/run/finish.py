@@ -21,9 +21,10 @@ from pathlib import Path
 import pandas as pd
 
 from harness import resources
+from harness.cpuset import placed
 from harness.errors import HarnessError, Interrupted
-from harness.hosts.inventory import Host, Inventory
 from harness.hosts.hoststate import HostState
+from harness.hosts.inventory import Host, Inventory
 from harness.results import report, store
 from harness.results.store import RunDirectory
 from harness.results.verdicts import (
@@ -36,11 +37,25 @@ from harness.results.verdicts import (
     thresholds_for,
 )
 from harness.run import collect, preflight
-from harness.cpuset import placed
 from harness.run.plan import Plan
 
-PACKAGES = ("harness", "ansible-runner", "ansible-core", "fabric", "paramiko", "invoke", "pyperf", "pandas",
-            "numpy", "scipy", "jinja2", "pydantic", "matplotlib", "click", "rich")
+PACKAGES = (
+    "harness",
+    "ansible-runner",
+    "ansible-core",
+    "fabric",
+    "paramiko",
+    "invoke",
+    "pyperf",
+    "pandas",
+    "numpy",
+    "scipy",
+    "jinja2",
+    "pydantic",
+    "matplotlib",
+    "click",
+    "rich",
+)
 GATE_COLUMNS = ["variant", "condition", "run", "gate", "value", "limit", "passed", "detail"]
 
 
@@ -70,20 +85,36 @@ class RunOutcome:
     claim_verdict: ClaimVerdict | None = None
 
 
-def write_results(spec, digest: str, experiment_path: Path, inventory: Inventory, hosts_by_role: dict,
-                  plan: Plan, run: RunDirectory, gathered: Gathered) -> RunOutcome:
+def write_results(
+    spec,
+    digest: str,
+    experiment_path: Path,
+    inventory: Inventory,
+    hosts_by_role: dict,
+    plan: Plan,
+    run: RunDirectory,
+    gathered: Gathered,
+) -> RunOutcome:
     trials = gathered.trials
     values = collect.values_frame(trials)
     costs = collect.costs_frame(trials)
     swept = len(plan.conditions) > 1
     for number, condition in enumerate(plan.conditions):
         for variant in plan.variants:
-            collect.write_pyperf(trials, variant, spec.claim.id, run.pyperf_file(variant, number if swept else None),
-                                 condition.label)
-    gate_rows = [row for trial in trials
-                 for row in collect.gates(trial, spec.analysis.gate_load_cpu, spec.analysis.gate_steal,
-                                          spec.analysis.gate_errors,
-                                          has_server=spec.variants[trial.variant].server is not None)]
+            collect.write_pyperf(
+                trials, variant, spec.claim.id, run.pyperf_file(variant, number if swept else None), condition.label
+            )
+    gate_rows = [
+        row
+        for trial in trials
+        for row in collect.gates(
+            trial,
+            spec.analysis.gate_load_cpu,
+            spec.analysis.gate_steal,
+            spec.analysis.gate_errors,
+            has_server=spec.variants[trial.variant].server is not None,
+        )
+    ]
     run.write_tables(values, costs, pd.DataFrame(gate_rows, columns=GATE_COLUMNS))
     run.write_drift([asdict(item) for item in gathered.drift])
 
@@ -91,55 +122,117 @@ def write_results(spec, digest: str, experiment_path: Path, inventory: Inventory
     for number, condition in enumerate(plan.conditions):
         own = values[values["condition"] == condition.label]
         thresholds = thresholds_by_condition[condition.label] = thresholds_for(
-            own, [pair.baseline for pair in spec.pairs], spec.analysis.k, spec.analysis.margin)
+            own, [pair.baseline for pair in spec.pairs], spec.analysis.k, spec.analysis.margin
+        )
         for pair in spec.pairs:
             verdict = compare_pair(
-                own, pair=pair.name, baseline=pair.baseline, treatment=pair.treatment,
-                claimed_ratio=spec.claim.claimed_ratio, better=spec.claim.better, thresholds=thresholds,
+                own,
+                pair=pair.name,
+                baseline=pair.baseline,
+                treatment=pair.treatment,
+                claimed_ratio=spec.claim.claimed_ratio,
+                better=spec.claim.better,
+                thresholds=thresholds,
                 invalid=invalid_reason(gate_rows, pair.baseline, pair.treatment, condition.label),
-                condition=condition.label, not_applicable=gathered.not_applicable)
+                condition=condition.label,
+                not_applicable=gathered.not_applicable,
+            )
             verdicts.append(verdict)
             pyperf_lines.append(_pyperf_compare(run, pair, verdict, number if swept else None))
     summary_verdict = claim_verdict(verdicts)
     status = _status(gathered.error)
     conditions = describe_conditions(spec, hosts_by_role, plan, gathered)
     sweep = plan.profile.sweep
-    run.write_summary(store.Summary(
-        claim_id=spec.claim.id, statement=spec.claim.statement, claimed_ratio=spec.claim.claimed_ratio,
-        better=spec.claim.better, status=status, sweep={key: list(values) for key, values in sweep.items()},
-        **summary_verdict.as_dict()))
+    run.write_summary(
+        store.Summary(
+            claim_id=spec.claim.id,
+            statement=spec.claim.statement,
+            claimed_ratio=spec.claim.claimed_ratio,
+            better=spec.claim.better,
+            status=status,
+            sweep={key: list(values) for key, values in sweep.items()},
+            **summary_verdict.as_dict(),
+        )
+    )
     condition_values = {condition.label: dict(condition.values) for condition in plan.conditions}
-    run.write_verdicts([
-        store.VerdictEntry(
-            claim_id=spec.claim.id, better=spec.claim.better, condition=condition_values[v.condition],
-            condition_label=v.condition, pair=(v.baseline, v.treatment), pair_name=v.pair,
-            claimed_ratio=v.claimed_ratio, measured_ratio=v.measured_ratio, ci_low=v.ci_low, ci_high=v.ci_high,
-            confidence=v.confidence, verdict=v.verdict, rule=v.rule, reason=v.reason, n_baseline=v.n_baseline,
-            n_treatment=v.n_treatment, half_width=v.half_width, runs_needed=v.runs_needed,
-            k=thresholds_by_condition[v.condition].k, margin=thresholds_by_condition[v.condition].margin,
-            margin_source=thresholds_by_condition[v.condition].margin_source,
-            pyperf_compare_to=line["line"], pyperf_note=line["note"], conditions=conditions)
-        for v, line in zip(verdicts, pyperf_lines)
-    ])
+    run.write_verdicts(
+        [
+            store.VerdictEntry(
+                claim_id=spec.claim.id,
+                better=spec.claim.better,
+                condition=condition_values[v.condition],
+                condition_label=v.condition,
+                pair=(v.baseline, v.treatment),
+                pair_name=v.pair,
+                claimed_ratio=v.claimed_ratio,
+                measured_ratio=v.measured_ratio,
+                ci_low=v.ci_low,
+                ci_high=v.ci_high,
+                confidence=v.confidence,
+                verdict=v.verdict,
+                rule=v.rule,
+                reason=v.reason,
+                n_baseline=v.n_baseline,
+                n_treatment=v.n_treatment,
+                half_width=v.half_width,
+                runs_needed=v.runs_needed,
+                k=thresholds_by_condition[v.condition].k,
+                margin=thresholds_by_condition[v.condition].margin,
+                margin_source=thresholds_by_condition[v.condition].margin_source,
+                pyperf_compare_to=line["line"],
+                pyperf_note=line["note"],
+                conditions=conditions,
+            )
+            for v, line in zip(verdicts, pyperf_lines, strict=True)
+        ]
+    )
     finished = now()
-    manifest = _manifest(spec, digest, experiment_path, inventory, hosts_by_role, plan, run, gathered, status,
-                         finished, costs)
+    manifest = _manifest(
+        spec, digest, experiment_path, inventory, hosts_by_role, plan, run, gathered, status, finished, costs
+    )
     run.write_manifest(manifest)
 
     series = report.series(plan.variants, [condition.label for condition in plan.conditions])
-    html = report.render_report(report.build_context(
-        run_id=run.run_id, status=status, started=gathered.started, finished=finished,
-        claim={"id": spec.claim.id, "statement": spec.claim.statement, "source_file": spec.claim.source.file,
-               "source_section": spec.claim.source.section, "claimed_ratio": spec.claim.claimed_ratio,
-               "metric": spec.claim.metric, "unit": spec.claim.unit, "better": spec.claim.better},
-        descriptions={name: spec.variants[name].description for name in plan.variants},
-        series=series, values=values, costs=costs, trials=trials, conditions=conditions,
-        claim_verdict=summary_verdict, sweep=sweep, verdicts=verdicts,
-        thresholds=thresholds_by_condition[plan.conditions[0].label], gates=gate_rows, pyperf=pyperf_lines,
-        stopping={"reason": gathered.stop_reason or "the run stopped early", "repetitions": gathered.rounds,
-                  "target_half_width": plan.stopping.target, "achieved": {v.label: v.half_width for v in verdicts}},
-        files=run.report_links(), notes=run_notes(spec, hosts_by_role, plan, gathered),
-        drift=[asdict(item) for item in gathered.drift]), resources.TEMPLATES)
+    html = report.render_report(
+        report.build_context(
+            run_id=run.run_id,
+            status=status,
+            started=gathered.started,
+            finished=finished,
+            claim={
+                "id": spec.claim.id,
+                "statement": spec.claim.statement,
+                "source_file": spec.claim.source.file,
+                "source_section": spec.claim.source.section,
+                "claimed_ratio": spec.claim.claimed_ratio,
+                "metric": spec.claim.metric,
+                "unit": spec.claim.unit,
+                "better": spec.claim.better,
+            },
+            descriptions={name: spec.variants[name].description for name in plan.variants},
+            series=series,
+            values=values,
+            costs=costs,
+            trials=trials,
+            conditions=conditions,
+            claim_verdict=summary_verdict,
+            sweep=sweep,
+            verdicts=verdicts,
+            thresholds=thresholds_by_condition[plan.conditions[0].label],
+            gates=gate_rows,
+            pyperf=pyperf_lines,
+            stopping={
+                "reason": gathered.stop_reason or "the run stopped early",
+                "repetitions": gathered.rounds,
+                "target_half_width": plan.stopping.target,
+                "achieved": {v.label: v.half_width for v in verdicts},
+            },
+            files=run.report_links(),
+            notes=run_notes(spec, hosts_by_role, plan, gathered),
+            drift=[asdict(item) for item in gathered.drift],
+        ),
+        resources.TEMPLATES,
+    )
     run.write_report(html)
     # Last: the sha256 of every file the run wrote, for `harness verify`.
     run.write_manifest(store.Manifest(**{**manifest.__dict__, "file_sha256": run.digests()}))
@@ -151,9 +244,14 @@ def _pyperf_compare(run: RunDirectory, pair, verdict, condition: int | None = No
     files = [run.pyperf_file(pair.baseline, condition), run.pyperf_file(pair.treatment, condition)]
     if not all(path.exists() for path in files):
         return {"pair": verdict.label, "line": "no pyperf files (no completed runs)", "note": None}
-    result = subprocess.run([sys.executable, "-m", "pyperf", "compare_to", *map(str, files)],
-                            capture_output=True, text=True, timeout=120)
-    output = (result.stdout.strip() or result.stderr.strip())
+    result = subprocess.run(
+        [sys.executable, "-m", "pyperf", "compare_to", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = result.stdout.strip() or result.stderr.strip()
     store.write_atomically(run.pyperf_compare_file(pair.name, condition), output + "\n")
     line = output.splitlines()[-1] if output else "pyperf compare_to printed nothing"
     return {"pair": verdict.label, "line": line, "note": cross_check(verdict, line)}
@@ -183,9 +281,11 @@ def describe_conditions(spec, hosts_by_role, plan: Plan, gathered: Gathered) -> 
             if fact.get("nic"):
                 conditions[f"{role} NIC"] = str(fact["nic"])
     for host, facts in (gathered.topology or {}).items():
-        conditions[f"topology ({host})"] = (f"{facts.get('cpus')} CPUs, {facts.get('numa_nodes')} NUMA "
-                                            f"node{'s' if facts.get('numa_nodes') != 1 else ''} "
-                                            f"({RunDirectory.topology_name(host)})")
+        conditions[f"topology ({host})"] = (
+            f"{facts.get('cpus')} CPUs, {facts.get('numa_nodes')} NUMA "
+            f"node{'s' if facts.get('numa_nodes') != 1 else ''} "
+            f"({RunDirectory.topology_name(host)})"
+        )
     for link in gathered.links:
         conditions[f"link {link.client} -> {link.server}"] = link.description
     for key, value in plan.parameters.items():
@@ -200,13 +300,17 @@ def describe_conditions(spec, hosts_by_role, plan: Plan, gathered: Gathered) -> 
     for name in plan.variants:
         variant = spec.variants[name]
         server_cpus = placed(variant.server.cpus, restriction) if variant.server else "(no server)"
-        conditions[f"{name} CPUs"] = (f"server {server_cpus or 'any'}, "
-                                      f"load {placed(variant.load.cpus, restriction) or 'any'}")
+        conditions[f"{name} CPUs"] = (
+            f"server {server_cpus or 'any'}, load {placed(variant.load.cpus, restriction) or 'any'}"
+        )
     if restriction:
         conditions["CPU restriction (--cpus)"] = str(restriction)
     if spec.link.delay_ms:
-        via = ("netem in the link" if preflight.proxy_delay(spec, gathered.links) is None
-               else "harness/hosts/delay_proxy.py on the client host (no netem)")
+        via = (
+            "netem in the link"
+            if preflight.proxy_delay(spec, gathered.links) is None
+            else "harness/hosts/delay_proxy.py on the client host (no netem)"
+        )
         conditions["added delay"] = f"{spec.link.delay_ms:g} ms each way, by {via}"
     for key, value in spec.provision.sysctls.items():
         conditions[f"sysctl {key}"] = str(value)
@@ -221,9 +325,11 @@ def run_notes(spec, hosts_by_role, plan: Plan, gathered: Gathered) -> list[str]:
     not applicable, the claim's ceiling on these CPUs, loopback, the harness's own cost)."""
     notes = list(spec.notes)
     if gathered.drift:
-        notes.append(f"The hosts did not return to their snapshot: {len(gathered.drift)} setting"
-                     f"{'s' if len(gathered.drift) != 1 else ''} differ after restore (Host state after the run, "
-                     f"{store.DRIFT}). The measurements themselves completed.")
+        notes.append(
+            f"The hosts did not return to their snapshot: {len(gathered.drift)} setting"
+            f"{'s' if len(gathered.drift) != 1 else ''} differ after restore (Host state after the run, "
+            f"{store.DRIFT}). The measurements themselves completed."
+        )
     elif gathered.error is not None:
         notes.append(f"The run stopped early: {gathered.error}. The numbers above are the trials that completed.")
     if gathered.not_applicable:
@@ -233,24 +339,34 @@ def run_notes(spec, hosts_by_role, plan: Plan, gathered: Gathered) -> list[str]:
         if plan.profile.cpus:
             fewest = len(plan.profile.cpus)
         if fewest:
-            verdict = ("more than this host can give, so no run here can reproduce it"
-                       if spec.claim.claimed_ratio > fewest else "within what this host can give")
-            notes.append(f"Ceiling: spreading work over {fewest} CPUs can at best make it {fewest}x faster; "
-                         f"the claimed {spec.claim.claimed_ratio:g}x is {verdict}.")
+            verdict = (
+                "more than this host can give, so no run here can reproduce it"
+                if spec.claim.claimed_ratio > fewest
+                else "within what this host can give"
+            )
+            notes.append(
+                f"Ceiling: spreading work over {fewest} CPUs can at best make it {fewest}x faster; "
+                f"the claimed {spec.claim.claimed_ratio:g}x is {verdict}."
+            )
     roles = {role: hosts[0] for role, hosts in hosts_by_role.items()}
     if len({host.name for host in roles.values()}) == 1:
-        notes.append("Server and load generator share one host over loopback: the receiver's kernel work "
-                     "runs on the sender's CPU, so CPU pinning separates the processes but not all their costs.")
+        notes.append(
+            "Server and load generator share one host over loopback: the receiver's kernel work "
+            "runs on the sender's CPU, so CPU pinning separates the processes but not all their costs."
+        )
     if gathered.trials:
         window_cpu = sum(trial.harness_cpu_seconds for trial in gathered.trials)
         window_wall = sum(trial.wall_seconds for trial in gathered.trials)
-        notes.append(f"The harness used {window_cpu:.3f} CPU s during {window_wall:.1f} s of load windows "
-                     f"({store.COSTS}, {store.MANIFEST}).")
+        notes.append(
+            f"The harness used {window_cpu:.3f} CPU s during {window_wall:.1f} s of load windows "
+            f"({store.COSTS}, {store.MANIFEST})."
+        )
     return notes
 
 
-def _manifest(spec, digest, experiment_path, inventory, hosts_by_role, plan, run, gathered, status, finished,
-              costs) -> store.Manifest:
+def _manifest(
+    spec, digest, experiment_path, inventory, hosts_by_role, plan, run, gathered, status, finished, costs
+) -> store.Manifest:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     state = gathered.state
@@ -261,8 +377,14 @@ def _manifest(spec, digest, experiment_path, inventory, hosts_by_role, plan, run
         finished=finished,
         resumed_trials=gathered.resumed_trials,
         experiment=store.ExperimentRecord(
-            file=str(experiment_path), path=str(Path(experiment_path).resolve()), sha256=digest,
-            claim_id=spec.claim.id, quick=plan.quick, repetitions=plan.repetitions, parameters=plan.parameters),
+            file=str(experiment_path),
+            path=str(Path(experiment_path).resolve()),
+            sha256=digest,
+            claim_id=spec.claim.id,
+            quick=plan.quick,
+            repetitions=plan.repetitions,
+            parameters=plan.parameters,
+        ),
         inventory=str(inventory.path),
         harness={"version": _version("harness"), "git_commit": _git_commit()},
         python={"version": platform.python_version(), "packages": {name: _version(name) for name in PACKAGES}},
@@ -280,9 +402,14 @@ def _manifest(spec, digest, experiment_path, inventory, hosts_by_role, plan, run
         ),
         trials={"planned": len(plan.trials), "most": plan.most_trials, "completed": len(gathered.trials)},
         order_seed=plan.seed,
-        stopping=store.Stopping(minimum=plan.stopping.minimum, maximum=plan.stopping.maximum,
-                                target_half_width=plan.stopping.target, time_budget_s=plan.stopping.budget_s,
-                                rounds=gathered.rounds, reason=gathered.stop_reason),
+        stopping=store.Stopping(
+            minimum=plan.stopping.minimum,
+            maximum=plan.stopping.maximum,
+            target_half_width=plan.stopping.target,
+            time_budget_s=plan.stopping.budget_s,
+            rounds=gathered.rounds,
+            reason=gathered.stop_reason,
+        ),
         harness_costs={
             "cpu_seconds": round(own.ru_utime + own.ru_stime, 3),
             "children_cpu_seconds": round(children.ru_utime + children.ru_stime, 3),
@@ -314,10 +441,17 @@ def _git_commit() -> str | None:
         return None
     root = str(resources.CHECKOUT)
     try:
-        result = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        result = subprocess.run(
+            ["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
         # --no-optional-locks: a plain `git status` takes .git/index.lock, a write outside the run.
-        dirty = subprocess.run(["git", "--no-optional-locks", "-C", root, "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "--no-optional-locks", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if result.returncode != 0:
@@ -326,5 +460,4 @@ def _git_commit() -> str | None:
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
 
 from harness.cpuset import CpuListError, CpuSet
 from harness.errors import HarnessError, Interrupted
 from harness.hosts.hoststate import DriftError
-from harness.hosts.inventory import Inventory, load as load_inventory
+from harness.hosts.inventory import Inventory
+from harness.hosts.inventory import load as load_inventory
 from harness.hosts.provision import Provisioner
 from harness.hosts.remote import HostSession
 from harness.results import analyse, store, verdicts
 from harness.results.store import RunDirectory
-from harness.run import collect, preflight, spec as spec_module
+from harness.run import collect, preflight
+from harness.run import spec as spec_module
 from harness.run.execute import TrialSetting, run_trial
 from harness.run.finish import Gathered, RunOutcome, now, unique_hosts, write_results
 from harness.run.interrupt import NoSignals, StopSignals
@@ -42,9 +44,17 @@ class RunFailed(HarnessError):
         self.run_dir = run_dir
 
 
-def run_experiment(experiment_path: str | Path, inventory_path: str | Path, out_dir: str | Path, quick: bool = False,
-                   progress: Progress | None = None, signals: StopSignals | None = None, seed: int | None = None,
-                   target_half_width: float | None = None, cpus: CpuSet | None = None) -> RunOutcome:
+def run_experiment(
+    experiment_path: str | Path,
+    inventory_path: str | Path,
+    out_dir: str | Path,
+    quick: bool = False,
+    progress: Progress | None = None,
+    signals: StopSignals | None = None,
+    seed: int | None = None,
+    target_half_width: float | None = None,
+    cpus: CpuSet | None = None,
+) -> RunOutcome:
     """Run an experiment; `seed` fixes the trial order (random and recorded when None),
     `target_half_width` overrides the experiment's adaptive target, `cpus` (--cpus "0", "0-1")
     restricts servers and load generators to those CPUs."""
@@ -57,8 +67,12 @@ def run_experiment(experiment_path: str | Path, inventory_path: str | Path, out_
     return _run(spec, digest, Path(experiment_path), inventory, plan, run, gathered, progress, signals)
 
 
-def resume_experiment(run_dir: str | Path, inventory_path: str | Path, progress: Progress | None = None,
-                      signals: StopSignals | None = None) -> RunOutcome:
+def resume_experiment(
+    run_dir: str | Path,
+    inventory_path: str | Path,
+    progress: Progress | None = None,
+    signals: StopSignals | None = None,
+) -> RunOutcome:
     """Finish the remaining trials of an interrupted or failed run, in its own directory,
     with its experiment (unchanged since: same sha256), profile, seed and stopping rule."""
     run = RunDirectory.existing(Path(run_dir))
@@ -67,13 +81,17 @@ def resume_experiment(run_dir: str | Path, inventory_path: str | Path, progress:
     if manifest.status == "complete":
         raise HarnessError(f"{run.path}: the run is complete; there is nothing to resume")
     if manifest.order_seed is None or manifest.stopping.target_half_width is None:
-        raise HarnessError(f"{run.path}: its manifest lacks the trial order seed or the stopping rule "
-                           "(written by an older harness?); it cannot be resumed")
+        raise HarnessError(
+            f"{run.path}: its manifest lacks the trial order seed or the stopping rule "
+            "(written by an older harness?); it cannot be resumed"
+        )
     experiment_path = Path(experiment.path or experiment.file)
     spec, digest = spec_module.load_with_digest(experiment_path)
     if digest != experiment.sha256:
-        raise HarnessError(f"{experiment_path}: changed since run {run.run_id} started (sha256 differs); "
-                           "resuming would mix two experiments: start a new run")
+        raise HarnessError(
+            f"{experiment_path}: changed since run {run.run_id} started (sha256 differs); "
+            "resuming would mix two experiments: start a new run"
+        )
     try:
         cpus = CpuSet.parse(manifest.hosts.cpu_restriction) if manifest.hosts.cpu_restriction is not None else None
     except CpuListError as exc:
@@ -84,8 +102,17 @@ def resume_experiment(run_dir: str | Path, inventory_path: str | Path, progress:
     return _run(spec, digest, experiment_path, load_inventory(inventory_path), plan, run, gathered, progress, signals)
 
 
-def _run(spec, digest, experiment_path: Path, inventory: Inventory, plan: Plan, run: RunDirectory,
-         gathered: Gathered, progress: Progress | None, signals: StopSignals | None) -> RunOutcome:
+def _run(
+    spec,
+    digest,
+    experiment_path: Path,
+    inventory: Inventory,
+    plan: Plan,
+    run: RunDirectory,
+    gathered: Gathered,
+    progress: Progress | None,
+    signals: StopSignals | None,
+) -> RunOutcome:
     progress = progress or (lambda event, info: None)
     signals = signals or NoSignals()
     hosts_by_role = inventory.hosts_for(spec.roles)
@@ -103,8 +130,17 @@ def _run(spec, digest, experiment_path: Path, inventory: Inventory, plan: Plan, 
     return outcome
 
 
-def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: Plan, run: RunDirectory,
-             gathered: Gathered, progress: Progress, signals: StopSignals) -> None:
+def _measure(
+    spec,
+    experiment_path,
+    inventory: Inventory,
+    hosts_by_role,
+    plan: Plan,
+    run: RunDirectory,
+    gathered: Gathered,
+    progress: Progress,
+    signals: StopSignals,
+) -> None:
     hosts = unique_hosts(hosts_by_role)
     with ExitStack() as stack:
         sessions = {host.name: stack.enter_context(HostSession(host)) for host in hosts}
@@ -117,12 +153,14 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
             return
         gathered.links = preflight.describe_links(spec, hosts_by_role, sessions)
         preflight.check_ports_free(spec, hosts_by_role, sessions)
-        provisioner = Provisioner(inventory.path.resolve(), [h.name for h in hosts], run.ansible,
-                                  signals.cancel_requested)
+        provisioner = Provisioner(
+            inventory.path.resolve(), [h.name for h in hosts], run.ansible, signals.cancel_requested
+        )
         progress("stage", {"text": "recording host settings (ansible: snapshot)"})
         with signals.deferred():
-            gathered.state = provisioner.snapshot(list(spec.provision.sysctls),
-                                                  {host.name: host.service_address for host in hosts})
+            gathered.state = provisioner.snapshot(
+                list(spec.provision.sysctls), {host.name: host.service_address for host in hosts}
+            )
         signals.check()
         restore_error = None
         run_error = None
@@ -130,13 +168,19 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
             progress("stage", {"text": "provisioning: packages, builds, data, sysctls (ansible)"})
             with signals.deferred():
                 workspace, gathered.tools = provisioner.apply(
-                    spec, spec_module.workload_dir(spec, experiment_path), hosts_by_role, plan.parameters, run.run_id)
+                    spec, spec_module.workload_dir(spec, experiment_path), hosts_by_role, plan.parameters, run.run_id
+                )
             signals.check()
             preflight.check_cpus(plan.profile.cpus, gathered.state)
             setting = TrialSetting(
-                spec=spec, hosts_by_role=hosts_by_role, sessions=sessions, workspace=workspace,
-                parameters=plan.parameters, workload_dir=spec_module.workload_dir(spec, experiment_path),
-                raw_dir=run.raw, proxy_delay_ms=preflight.proxy_delay(spec, gathered.links),
+                spec=spec,
+                hosts_by_role=hosts_by_role,
+                sessions=sessions,
+                workspace=workspace,
+                parameters=plan.parameters,
+                workload_dir=spec_module.workload_dir(spec, experiment_path),
+                raw_dir=run.raw,
+                proxy_delay_ms=preflight.proxy_delay(spec, gathered.links),
                 cpu_restriction=plan.profile.cpus,
             )
             progress("trials", {"total": plan.most_trials, "done": len(gathered.trials)})
@@ -166,8 +210,15 @@ def _measure(spec, experiment_path, inventory: Inventory, hosts_by_role, plan: P
     signals.check()
 
 
-def _run_rounds(spec, plan: Plan, setting: TrialSetting, gathered: Gathered, progress: Progress,
-                signals: StopSignals, record: Callable) -> None:
+def _run_rounds(
+    spec,
+    plan: Plan,
+    setting: TrialSetting,
+    gathered: Gathered,
+    progress: Progress,
+    signals: StopSignals,
+    record: Callable,
+) -> None:
     """Run rounds of trials until the stopping rule is met; record why it stopped.
     Trials already measured (a resumed run) are skipped; the seed gives the same rounds."""
     stopping = plan.stopping
@@ -179,8 +230,9 @@ def _run_rounds(spec, plan: Plan, setting: TrialSetting, gathered: Gathered, pro
             if trial.index in done:
                 continue
             signals.check()
-            progress("trial_start", {"index": trial.index, "variant": trial.variant,
-                                     "condition": trial.condition.label})
+            progress(
+                "trial_start", {"index": trial.index, "variant": trial.variant, "condition": trial.condition.label}
+            )
             try:
                 output = run_trial(trial, setting, signals)
             except Interrupted:
@@ -189,25 +241,38 @@ def _run_rounds(spec, plan: Plan, setting: TrialSetting, gathered: Gathered, pro
                 raise type(exc)(f"trial {trial.index + 1} {of} ({trial.variant}): {exc}") from None
             measured = collect.measure(output, spec.variants[trial.variant].load.parser, spec.warmup_values)
             record(measured)
-            progress("trial", {"index": trial.index, "variant": trial.variant, "condition": trial.condition.label,
-                               "seconds": sum(measured.values) / len(measured.values)})
+            progress(
+                "trial",
+                {
+                    "index": trial.index,
+                    "variant": trial.variant,
+                    "condition": trial.condition.label,
+                    "seconds": sum(measured.values) / len(measured.values),
+                },
+            )
         gathered.rounds += 1
         if gathered.rounds < stopping.minimum:
             continue
         widths = _half_widths(spec, plan, gathered.trials)
         if all(width is not None and width <= stopping.target for width in widths.values()):
-            gathered.stop_reason = (f"every pair's {analyse.Thresholds().confidence:.0%} interval"
-                                    f"{' in every condition' if len(plan.conditions) > 1 else ''} is within "
-                                    f"±{stopping.target:.1%} of its ratio")
+            gathered.stop_reason = (
+                f"every pair's {analyse.Thresholds().confidence:.0%} interval"
+                f"{' in every condition' if len(plan.conditions) > 1 else ''} is within "
+                f"±{stopping.target:.1%} of its ratio"
+            )
             return
         if gathered.rounds >= stopping.maximum:
-            gathered.stop_reason = (f"the maximum of {stopping.maximum} repetitions was reached before the intervals "
-                                    f"narrowed to ±{stopping.target:.1%}")
+            gathered.stop_reason = (
+                f"the maximum of {stopping.maximum} repetitions was reached before the intervals "
+                f"narrowed to ±{stopping.target:.1%}"
+            )
             return
         elapsed = time.monotonic() - started
         if stopping.budget_s is not None and elapsed * (gathered.rounds + 1) / gathered.rounds > stopping.budget_s:
-            gathered.stop_reason = (f"another round would exceed the time budget of {stopping.budget_s:g} s "
-                                    f"before the intervals narrowed to ±{stopping.target:.1%}")
+            gathered.stop_reason = (
+                f"another round would exceed the time budget of {stopping.budget_s:g} s "
+                f"before the intervals narrowed to ±{stopping.target:.1%}"
+            )
             return
         signals.check()
 
@@ -218,7 +283,13 @@ def _half_widths(spec, plan: Plan, trials: list[store.Trial]) -> dict[tuple[str,
     for condition in plan.conditions:
         own = values[values["condition"] == condition.label]
         for pair in spec.pairs:
-            verdict = verdicts.compare_pair(own, pair=pair.name, baseline=pair.baseline, treatment=pair.treatment,
-                                           claimed_ratio=spec.claim.claimed_ratio, better=spec.claim.better)
+            verdict = verdicts.compare_pair(
+                own,
+                pair=pair.name,
+                baseline=pair.baseline,
+                treatment=pair.treatment,
+                claimed_ratio=spec.claim.claimed_ratio,
+                better=spec.claim.better,
+            )
             widths[(pair.name, condition.label)] = verdict.half_width
     return widths

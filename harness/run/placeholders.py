@@ -10,8 +10,9 @@ import re
 import string
 
 # Placeholders a command, config var or data size may use besides the parameters.
-RUNTIME_PLACEHOLDERS = frozenset({"workdir", "workload", "bin", "data", "port", "server_address", "config", "python",
-                                  "load_seconds"})
+RUNTIME_PLACEHOLDERS = frozenset(
+    {"workdir", "workload", "bin", "data", "port", "server_address", "config", "python", "load_seconds"}
+)
 # A swept parameter with this name is the one-way delay (ms) the delay proxy adds in that condition.
 DELAY_KEY = "delay_ms"
 # ... and with this name, the share of packets (%) dropped each way at the server's port.

@@ -30,7 +30,7 @@ class Condition:
 
     @property
     def label(self) -> str:
-        """"connections=64, response_size=16384"; "" when nothing is swept."""
+        """ "connections=64, response_size=16384"; "" when nothing is swept."""
         return ", ".join(f"{key}={value}" for key, value in (self.values if self.shown is None else self.shown))
 
     def as_dict(self) -> dict:
@@ -82,8 +82,7 @@ class Plan:
         order = [(condition, variant) for condition in self.conditions for variant in self.variants]
         random.Random(f"{self.seed}:{repetition}").shuffle(order)
         first = repetition * self.trials_per_round
-        return tuple(Trial(first + i, variant, repetition, condition)
-                     for i, (condition, variant) in enumerate(order))
+        return tuple(Trial(first + i, variant, repetition, condition) for i, (condition, variant) in enumerate(order))
 
     @property
     def trials(self) -> tuple[Trial, ...]:
@@ -104,8 +103,10 @@ def conditions(sweep: dict[str, list]) -> tuple[Condition, ...]:
     mapping sets all its placeholders together and is named by its first entry."""
     if not sweep:
         return (NO_SWEEP,)
-    choices = [[tuple(value.items()) if isinstance(value, dict) else ((key, value),) for value in values]
-               for key, values in sweep.items()]
+    choices = [
+        [tuple(value.items()) if isinstance(value, dict) else ((key, value),) for value in values]
+        for key, values in sweep.items()
+    ]
     found = []
     for combination in itertools.product(*choices):
         values = tuple(pair for entries in combination for pair in entries)
@@ -114,8 +115,9 @@ def conditions(sweep: dict[str, list]) -> tuple[Condition, ...]:
     return tuple(found)
 
 
-def make_plan(spec: ExperimentSpec, quick: bool, seed: int, target: float | None = None,
-              cpus: CpuSet | None = None) -> Plan:
+def make_plan(
+    spec: ExperimentSpec, quick: bool, seed: int, target: float | None = None, cpus: CpuSet | None = None
+) -> Plan:
     """The plan of a run with the full or quick profile; `target` and `cpus` come from the
     command line (or, on resume, from the manifest of the run)."""
     variants = tuple(dict.fromkeys(name for pair in spec.pairs for name in (pair.baseline, pair.treatment)))

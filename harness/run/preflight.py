@@ -49,8 +49,9 @@ def topology(sessions: dict[str, HostSession], run: RunDirectory) -> dict[str, d
         text = session.shell(TOPOLOGY_SCRIPT, timeout=60, shown="read the CPU topology").stdout
         store.write_atomically(run.topology_file(name), text)
         counts = dict(line.split(" ", 1) for line in text.splitlines()[:2] if " " in line)
-        found[name] = {key: int(counts[key]) if counts.get(key, "").strip().isdigit() else None
-                       for key in ("cpus", "numa_nodes")}
+        found[name] = {
+            key: int(counts[key]) if counts.get(key, "").strip().isdigit() else None for key in ("cpus", "numa_nodes")
+        }
     return found
 
 
@@ -61,8 +62,10 @@ def unmet_requirements(spec: ExperimentSpec, topology: dict[str, dict]) -> str |
             needed = getattr(spec.requires, key)
             have = facts.get(key)
             if needed is not None and have is not None and have < needed:
-                return (f"{host} has {have} {words}{'s' if have != 1 else ''}; the claim needs at least {needed} "
-                        f"(requires.{key}), so this host cannot test it. Its topology: {RunDirectory.topology_name(host)}.")
+                return (
+                    f"{host} has {have} {words}{'s' if have != 1 else ''}; the claim needs at least {needed} "
+                    f"(requires.{key}), so this host cannot test it. Its topology: {RunDirectory.topology_name(host)}."
+                )
     return None
 
 

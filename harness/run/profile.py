@@ -41,8 +41,9 @@ class Profile:
         return self.stopping.minimum
 
 
-def resolve_profile(spec: ExperimentSpec, quick: bool, target: float | None = None,
-                    cpus: CpuSet | None = None) -> Profile:
+def resolve_profile(
+    spec: ExperimentSpec, quick: bool, target: float | None = None, cpus: CpuSet | None = None
+) -> Profile:
     """The full or quick profile; `target` (from the command line) overrides the experiment's
     adaptive target. A full run repeats adaptively up to adaptive.max_repetitions; a quick
     run does its quick.repetitions only, unless quick.max_repetitions lets it go on."""
@@ -57,6 +58,7 @@ def resolve_profile(spec: ExperimentSpec, quick: bool, target: float | None = No
         budget = spec.quick.time_budget_s or adaptive.time_budget_s
     else:
         minimum, maximum, budget = spec.repetitions, adaptive.max_repetitions, adaptive.time_budget_s
-    stopping = Stopping(minimum=minimum, maximum=max(minimum, maximum), target=target or adaptive.target_half_width,
-                        budget_s=budget)
+    stopping = Stopping(
+        minimum=minimum, maximum=max(minimum, maximum), target=target or adaptive.target_half_width, budget_s=budget
+    )
     return Profile(quick=quick, parameters=parameters, sweep=sweep, stopping=stopping, cpus=cpus)

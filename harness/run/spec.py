@@ -115,8 +115,10 @@ class NetTuning(Model):
 
 
 # A pip requirement: a name, optional extras, optional version constraints; nothing a shell reads.
-Requirement = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9_,-]+\])?([<>=!~]=?[A-Za-z0-9.*+-]+,?)*$",
-                                   max_length=200)]
+Requirement = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9_,-]+\])?([<>=!~]=?[A-Za-z0-9.*+-]+,?)*$", max_length=200),
+]
 
 
 class Provision(Model):
@@ -264,14 +266,15 @@ class ExperimentSpec(Model):
                 _check_swept(where + (key,), key, values, self.parameters)
         # Variants that set `net` set the same fields, or a trial would inherit some of the last
         # variant's settings; a variant without `net` takes the devices as it finds them.
-        tuned = {name: tuple(sorted(v.net.model_dump(exclude_none=True)))
-                 for name, v in self.variants.items() if v.net}
+        tuned = {name: tuple(sorted(v.net.model_dump(exclude_none=True))) for name, v in self.variants.items() if v.net}
         if len(set(tuned.values())) > 1:
             name = min(tuned, key=lambda n: len(tuned[n]))
-            raise Located(("variants", name, "net"),
-                          "every variant that sets net must set the same fields, or a trial would inherit the "
-                          f"last variant's settings ({name} sets {', '.join(tuned[name]) or 'none'}; "
-                          f"others set {', '.join(max(tuned.values(), key=len))})")
+            raise Located(
+                ("variants", name, "net"),
+                "every variant that sets net must set the same fields, or a trial would inherit the "
+                f"last variant's settings ({name} sets {', '.join(tuned[name]) or 'none'}; "
+                f"others set {', '.join(max(tuned.values(), key=len))})",
+            )
         if self.link.delay_ms and any(DELAY_KEY in swept_names(k, v) for k, v in self.sweep.items()):
             raise Located(("link", "delay_ms"), "the delay is swept (sweep.delay_ms); drop link.delay_ms")
         return self

@@ -20,6 +20,7 @@ JINJA_MARKS = ("{{", "{%", "{#")
 
 def check_paths_and_placeholders(spec: ExperimentSpec, workload: Path, source: Source) -> None:
     """SpecError at the first fault; `workload` is the spec's workload folder (spec.workload_dir)."""
+
     def fail(field: tuple, message: str):
         raise SpecError(source.at(field, message))
 
@@ -27,8 +28,11 @@ def check_paths_and_placeholders(spec: ExperimentSpec, workload: Path, source: S
     # would run a command on the controller. None of these fields has a use for Jinja.
     for field, text in _ansible_bound_text(spec):
         if any(mark in text for mark in JINJA_MARKS):
-            fail(field, f"{text!r} holds Jinja delimiters ({', '.join(JINJA_MARKS)}); this text goes to Ansible, "
-                        "which would evaluate them")
+            fail(
+                field,
+                f"{text!r} holds Jinja delimiters ({', '.join(JINJA_MARKS)}); this text goes to Ansible, "
+                "which would evaluate them",
+            )
     if not _inside(workload, source.path.resolve().parent):
         fail(("workload",), f"{spec.workload!r} leaves the experiment's folder; keep workloads beside it")
     if not workload.is_dir():
@@ -49,8 +53,11 @@ def check_paths_and_placeholders(spec: ExperimentSpec, workload: Path, source: S
         for j, source_file in enumerate(build.sources):
             check_workload_file(("provision", "builds", i, "sources", j), source_file)
 
-    known = (set(spec.parameters) | {name for key, values in spec.sweep.items() for name in swept_names(key, values)}
-             | RUNTIME_PLACEHOLDERS)
+    known = (
+        set(spec.parameters)
+        | {name for key, values in spec.sweep.items() for name in swept_names(key, values)}
+        | RUNTIME_PLACEHOLDERS
+    )
 
     def check_template(field: tuple, text: str):
         try:

@@ -51,7 +51,7 @@ def read_source(path: Path) -> Source:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
+        line = raw[: exc.start].count(b"\n") + 1
         raise SpecError(f"{shown}:{line}: not UTF-8 text") from None
     data, lines = _parse_yaml(text, shown)
     if not isinstance(data, dict):
@@ -66,8 +66,9 @@ def first_error(exc: ValidationError, source: Source) -> str:
         located = error["ctx"]["error"]
         return source.at(located.path, str(located))
     # pydantic adds the union member's type name to the path ("str", "int"); drop those.
-    path = tuple(p for p in error["loc"]
-                 if not (isinstance(p, str) and p in {"str", "int", "float", "ConfigFile", "Adaptive"}))
+    path = tuple(
+        p for p in error["loc"] if not (isinstance(p, str) and p in {"str", "int", "float", "ConfigFile", "Adaptive"})
+    )
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown field (see the README's experiment file format)"

@@ -57,17 +57,24 @@ def main():
     given = json.loads(sys.stdin.read() or "{}")
     if mode == "read":
         settings, notes = read_settings(given.get("address"))
-        result = {"settings": settings, "notes": notes, "ethtool": shutil.which("ethtool") is not None,
-                  "sysctls": {key: read_sysctl(key) for key in given.get("sysctl_keys", [])},
-                  "nic": describe_nic(given.get("address"))}
+        result = {
+            "settings": settings,
+            "notes": notes,
+            "ethtool": shutil.which("ethtool") is not None,
+            "sysctls": {key: read_sysctl(key) for key in given.get("sysctl_keys", [])},
+            "nic": describe_nic(given.get("address")),
+        }
     elif mode == "restore":
         workdir = given.get("workdir") or ""
         had_workdir = bool(workdir) and os.path.lexists(workdir)
         result = restore(given.get("before", {}))
         result["sysctls"] = restore_sysctls(given.get("sysctls", {}))
         result["workdir_error"] = remove_workdir(workdir)
-        result["changed"] = (bool(result["actions"]) or any(item["written"] for item in result["sysctls"].values())
-                             or (had_workdir and not os.path.lexists(workdir)))
+        result["changed"] = (
+            bool(result["actions"])
+            or any(item["written"] for item in result["sysctls"].values())
+            or (had_workdir and not os.path.lexists(workdir))
+        )
     elif mode == "tune":
         result = tune(given["address"], given["net"])
     else:
@@ -92,9 +99,11 @@ def read_settings(address=None):
         used = {device_of(address), "lo"}
         devices = [device for device in devices if device in used]
     for device in devices:
-        for path in sorted(glob.glob(f"/sys/class/net/{device}/queues/rx-*/rps_cpus")
-                           + glob.glob(f"/sys/class/net/{device}/queues/rx-*/rps_flow_cnt")
-                           + glob.glob(f"/sys/class/net/{device}/queues/tx-*/xps_cpus")):
+        for path in sorted(
+            glob.glob(f"/sys/class/net/{device}/queues/rx-*/rps_cpus")
+            + glob.glob(f"/sys/class/net/{device}/queues/rx-*/rps_flow_cnt")
+            + glob.glob(f"/sys/class/net/{device}/queues/tx-*/xps_cpus")
+        ):
             settings[path] = read_file(path)
         # NAPI: threaded polling and interrupt deferral, which receive steering may change.
         for name in ("threaded", "gro_flush_timeout", "napi_defer_hard_irqs"):
@@ -180,8 +189,11 @@ def describe_qdiscs(qdiscs):
 def describe_xdp(link):
     xdp = link.get("xdp") or {}
     attached = xdp.get("attached") or ([xdp] if xdp.get("prog") else [])
-    programs = sorted(f"{XDP_MODES.get(entry.get('mode'), entry.get('mode'))} prog {entry.get('prog', {}).get('id')}"
-                      for entry in attached if entry.get("prog"))
+    programs = sorted(
+        f"{XDP_MODES.get(entry.get('mode'), entry.get('mode'))} prog {entry.get('prog', {}).get('id')}"
+        for entry in attached
+        if entry.get("prog")
+    )
     return ", ".join(programs) or "none"
 
 
@@ -268,8 +280,11 @@ def restore(before):
     now, _ = read_settings()
     actions, failures = [], {}
     # Channels first: more channels bring back queues (rx-1, ...) whose files come next.
-    channels = {key: wanted for key, wanted in before.items()
-                if key.startswith("ethtool -l ") and now.get(key) not in (None, wanted)}
+    channels = {
+        key: wanted
+        for key, wanted in before.items()
+        if key.startswith("ethtool -l ") and now.get(key) not in (None, wanted)
+    }
     for key, wanted in sorted(channels.items()):
         try:
             actions.append(set_channels(key.split(" ", 2)[2], wanted))
@@ -383,8 +398,10 @@ def tune(address, net):
     if device is None:
         raise SystemExit(f"no network device of this host holds the service address {address}")
     if device == "lo":
-        return {"skipped": f"the service address {address} is on lo: provision.net is not applied to loopback",
-                "changed": False}
+        return {
+            "skipped": f"the service address {address} is on lo: provision.net is not applied to loopback",
+            "changed": False,
+        }
     failures, wrote, before = {}, {}, {}
 
     def put(path, value):
@@ -413,11 +430,15 @@ def tune(address, net):
                 failures[key] = f"{exc} (maximums: {', '.join(f'{k}={v}' for k, v in sorted(maximums.items()))})"
             channels = dict(pair.partition("=")[::2] for pair in read_channels(device).split())
             if key not in failures and any(channels.get(name) != str(net["channels"]) for name in names):
-                failures[key] = (f"reads '{read_channels(device)}' after setting {' and '.join(names)} "
-                                 f"to {net['channels']}")
+                failures[key] = (
+                    f"reads '{read_channels(device)}' after setting {' and '.join(names)} to {net['channels']}"
+                )
     queues = f"/sys/class/net/{device}/queues"
-    for field, pattern in (("rps_cpus", "rx-*/rps_cpus"), ("rps_flow_cnt", "rx-*/rps_flow_cnt"),
-                           ("xps_cpus", "tx-*/xps_cpus")):
+    for field, pattern in (
+        ("rps_cpus", "rx-*/rps_cpus"),
+        ("rps_flow_cnt", "rx-*/rps_flow_cnt"),
+        ("xps_cpus", "tx-*/xps_cpus"),
+    ):
         if net.get(field) is not None:
             paths = sorted(glob.glob(f"{queues}/{pattern}"))
             if not paths:
@@ -429,8 +450,10 @@ def tune(address, net):
         if os.path.exists(path):
             put(path, str(net["rps_sock_flow_entries"]))
         else:
-            failures[path] = ("absent: net.core.rps_sock_flow_entries exists only in the initial network "
-                              "namespace; set it on the machine that holds this host")
+            failures[path] = (
+                "absent: net.core.rps_sock_flow_entries exists only in the initial network "
+                "namespace; set it on the machine that holds this host"
+            )
     irq_cpus = net.get("irq_cpus")
     if net.get("irq_node") is not None:  # the CPUs of a NUMA node, as this host numbers them
         node_cpus = f"/sys/devices/system/node/node{net['irq_node']}/cpulist"
@@ -486,8 +509,10 @@ def describe_nic(address):
     if os.path.exists(driver_link):
         driver = os.path.basename(os.path.realpath(driver_link))
     else:  # virtual devices (lo, veth, bridge) have no bus device; their kind says what they are
-        kinds = [((link.get("linkinfo") or {}).get("info_kind")) for link in run_json(["ip", "-j", "-d", "link", "show",
-                                                                                         "dev", device]) or []]
+        kinds = [
+            ((link.get("linkinfo") or {}).get("info_kind"))
+            for link in run_json(["ip", "-j", "-d", "link", "show", "dev", device]) or []
+        ]
         driver = next((kind for kind in kinds if kind), "virtual" if device != "lo" else "loopback")
     speed = read_file(f"/sys/class/net/{device}/speed")
     speed_text = f", {speed} Mb/s" if speed.lstrip("-").isdigit() and int(speed) > 0 else ""
@@ -509,8 +534,11 @@ def device_of(address):
 def device_irqs(device):
     """The IRQs of a device: its MSI vectors, or /proc/interrupts lines named after it or its bus device."""
     irqs = set()
-    device_dir = os.path.realpath(f"/sys/class/net/{device}/device") if os.path.exists(
-        f"/sys/class/net/{device}/device") else None
+    device_dir = (
+        os.path.realpath(f"/sys/class/net/{device}/device")
+        if os.path.exists(f"/sys/class/net/{device}/device")
+        else None
+    )
     names = {device}
     if device_dir:
         names.add(os.path.basename(device_dir))  # virtio2 for a virtio NIC
@@ -520,8 +548,12 @@ def device_irqs(device):
     with open("/proc/interrupts") as handle:
         for line in handle:
             fields = line.split()
-            if (fields and fields[0].rstrip(":").isdigit() and fields[-1]
-                    and any(re.match(rf"^{re.escape(name)}([-_:.@]|$)", fields[-1]) for name in names)):
+            if (
+                fields
+                and fields[0].rstrip(":").isdigit()
+                and fields[-1]
+                and any(re.match(rf"^{re.escape(name)}([-_:.@]|$)", fields[-1]) for name in names)
+            ):
                 irqs.add(int(fields[0].rstrip(":")))
     return sorted(irq for irq in irqs if os.path.exists(f"/proc/irq/{irq}/smp_affinity_list"))
 

@@ -32,11 +32,32 @@ The package, one part of the lab per module:
 """
 
 from harness.hosts.lab.links import describe_link
-from harness.hosts.lab.model import (HostStatus, Lab, LabHost, LabStatus, LinkInPlace, LinkMechanisms,
-                                     LinkProperties, LinkPropertyError, LinkStatus)
+from harness.hosts.lab.model import (
+    HostStatus,
+    Lab,
+    LabHost,
+    LabStatus,
+    LinkInPlace,
+    LinkMechanisms,
+    LinkProperties,
+    LinkPropertyError,
+    LinkStatus,
+)
 from harness.hosts.lab.topology import DEFAULT_BASE_DIR, lab_down, lab_status, lab_up
 
 __all__ = [
-    "DEFAULT_BASE_DIR", "HostStatus", "Lab", "LabHost", "LabStatus", "LinkInPlace", "LinkMechanisms",
-    "LinkProperties", "LinkPropertyError", "LinkStatus", "describe_link", "lab_down", "lab_status", "lab_up",
+    "DEFAULT_BASE_DIR",
+    "HostStatus",
+    "Lab",
+    "LabHost",
+    "LabStatus",
+    "LinkInPlace",
+    "LinkMechanisms",
+    "LinkProperties",
+    "LinkPropertyError",
+    "LinkStatus",
+    "describe_link",
+    "lab_down",
+    "lab_status",
+    "lab_up",
 ]

@@ -46,22 +46,36 @@ def choose_mechanisms(link: LinkProperties, probe_namespace: str) -> tuple[LinkM
         netem_error = _netem_missing(probe_namespace)
         delay = "proxy" if netem_error else "netem"
         delay_note = f"netem unavailable ({netem_error})" if netem_error else None
-    return LinkMechanisms(rate="tbf" if link.rate_mbit is not None else None,
-                          loss="nftables" if link.loss_percent is not None else None, delay=delay), delay_note
+    return LinkMechanisms(
+        rate="tbf" if link.rate_mbit is not None else None,
+        loss="nftables" if link.loss_percent is not None else None,
+        delay=delay,
+    ), delay_note
 
 
 def _netem_missing(namespace: str) -> str | None:
     """None if a netem qdisc can be added here, else tc's reason. Tried on a throwaway veth."""
-    system.run(["ip", "-n", namespace, "link", "add", NETEM_PROBE, "type", "veth", "peer", "name", NETEM_PROBE + "p"],
-               f"{namespace}: create veth {NETEM_PROBE} to check for netem")
+    system.run(
+        ["ip", "-n", namespace, "link", "add", NETEM_PROBE, "type", "veth", "peer", "name", NETEM_PROBE + "p"],
+        f"{namespace}: create veth {NETEM_PROBE} to check for netem",
+    )
     try:
-        result = subprocess.run(["tc", "-n", namespace, "qdisc", "add", "dev", NETEM_PROBE, "root", "netem",
-                                 "delay", "1ms"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            ["tc", "-n", namespace, "qdisc", "add", "dev", NETEM_PROBE, "root", "netem", "delay", "1ms"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise LabError(f"{namespace}: check for netem: tc did not finish within 30 s") from None
     finally:
-        system.run(["ip", "-n", namespace, "link", "del", NETEM_PROBE], f"{namespace}: remove veth {NETEM_PROBE}",
-                   missing_ok=True)
+        system.run(
+            ["ip", "-n", namespace, "link", "del", NETEM_PROBE],
+            f"{namespace}: remove veth {NETEM_PROBE}",
+            missing_ok=True,
+        )
     return None if result.returncode == 0 else system.last_line(result.stderr or result.stdout)
 
 
@@ -73,25 +87,36 @@ def apply_link(host: LabHost, link: LinkProperties, mechanisms: LinkMechanisms, 
         netem = ["netem", "delay", f"{link.delay_ms:g}ms", "limit", str(_netem_limit(link))]
         system.run(tc + ["root", "handle", "1:"] + netem, f"{ns}: add netem delay {link.delay_ms:g} ms on {dev}")
         if mechanisms.rate == "tbf":  # netem's single class takes the shaper as its child
-            system.run(tc + ["parent", "1:1", "handle", "10:", "tbf"] + _tbf_args(link),
-                       f"{ns}: add tbf under netem on {dev}")
+            system.run(
+                tc + ["parent", "1:1", "handle", "10:", "tbf"] + _tbf_args(link), f"{ns}: add tbf under netem on {dev}"
+            )
     elif mechanisms.rate == "tbf":
-        system.run(tc + ["root", "handle", "1:", "tbf"] + _tbf_args(link),
-                   f"{ns}: add tbf rate {link.rate_mbit:g} Mbit/s on {dev}")
+        system.run(
+            tc + ["root", "handle", "1:", "tbf"] + _tbf_args(link),
+            f"{ns}: add tbf rate {link.rate_mbit:g} Mbit/s on {dev}",
+        )
     if mechanisms.loss == "nftables":
         ruleset = folder / "nftables.conf"
         ruleset.write_text(nftables.lab_loss_ruleset(link.loss_percent, dev))
         system.run(nftables.load_in_namespace(ns, ruleset), f"{ns}: load nftables table {nftables.LAB_TABLE}")
         # One MTU-sized packet per drop: without this, TCP over veth moves 64 KB GSO
         # batches, and one drop would lose some 40 packets at once.
-        for argv in (["ip", "-n", ns, "link", "set", dev, "gso_max_segs", "1"],
-                     ["ip", "link", "set", host.veth, "gso_max_segs", "1"]):
+        for argv in (
+            ["ip", "-n", ns, "link", "set", dev, "gso_max_segs", "1"],
+            ["ip", "link", "set", host.veth, "gso_max_segs", "1"],
+        ):
             system.run(argv, f"{ns}: set gso_max_segs 1 on {argv[-3]}")
 
 
 def _tbf_args(link: LinkProperties) -> list[str]:
-    return ["rate", f"{round(link.rate_mbit * 1e6)}bit", "burst", str(tbf_burst(link)),
-            "latency", f"{TBF_LATENCY_MS}ms"]
+    return [
+        "rate",
+        f"{round(link.rate_mbit * 1e6)}bit",
+        "burst",
+        str(tbf_burst(link)),
+        "latency",
+        f"{TBF_LATENCY_MS}ms",
+    ]
 
 
 def tbf_burst(link: LinkProperties) -> int:
@@ -129,23 +154,34 @@ def link_in_place(namespace: str, interface: str, recorded: Lab | None) -> LinkI
     elif recorded is not None and recorded.link_mechanisms.delay == "proxy":
         delay, delay_mechanism = recorded.link.delay_ms, "proxy"
     loss, ssh_exempt = _nft_loss(namespace)
-    return LinkInPlace(mtu=entry.get("mtu"), qdisc=root.get("kind") if root else None,
-                       rate_mbit=round(rate, 6) if rate is not None else None, rate_mechanism="tbf" if tbf else None,
-                       loss_percent=loss, loss_mechanism="nftables" if loss is not None else None,
-                       ssh_exempt=ssh_exempt, gso_max_segs=entry.get("gso_max_segs"),
-                       delay_ms=delay, delay_mechanism=delay_mechanism)
+    return LinkInPlace(
+        mtu=entry.get("mtu"),
+        qdisc=root.get("kind") if root else None,
+        rate_mbit=round(rate, 6) if rate is not None else None,
+        rate_mechanism="tbf" if tbf else None,
+        loss_percent=loss,
+        loss_mechanism="nftables" if loss is not None else None,
+        ssh_exempt=ssh_exempt,
+        gso_max_segs=entry.get("gso_max_segs"),
+        delay_ms=delay,
+        delay_mechanism=delay_mechanism,
+    )
 
 
 def _tc_qdiscs(namespace: str, interface: str) -> list[dict]:
-    output = system.run(["tc", "-n", namespace, "-j", "qdisc", "show", "dev", interface],
-                        f"{namespace}: list qdiscs of {interface}", missing_ok=True)
+    output = system.run(
+        ["tc", "-n", namespace, "-j", "qdisc", "show", "dev", interface],
+        f"{namespace}: list qdiscs of {interface}",
+        missing_ok=True,
+    )
     return json.loads(output) if output.strip() else []
 
 
 def _netem_delay_ms(namespace: str, interface: str) -> float | None:
     # from the text form: its "delay 5ms" reads the same across iproute2 versions
-    output = system.run(["tc", "-n", namespace, "qdisc", "show", "dev", interface], f"{namespace}: list qdiscs",
-                        missing_ok=True)
+    output = system.run(
+        ["tc", "-n", namespace, "qdisc", "show", "dev", interface], f"{namespace}: list qdiscs", missing_ok=True
+    )
     found = re.search(r"qdisc netem .*?\bdelay ([\d.]+)(us|ms|s)\b", output)
     if not found:
         return None
@@ -156,8 +192,9 @@ def _nft_loss(namespace: str) -> tuple[float | None, bool]:
     """(loss percent, SSH exempt) from the host's harness_lab table; (None, False) without one."""
     if not nftables.NFT.exists():
         return None, False
-    output = system.run(nftables.list_lab_table(namespace), f"{namespace}: list nftables table {nftables.LAB_TABLE}",
-                        missing_ok=True)
+    output = system.run(
+        nftables.list_lab_table(namespace), f"{namespace}: list nftables table {nftables.LAB_TABLE}", missing_ok=True
+    )
     return nftables.lab_loss_in_place(output)
 
 
@@ -168,11 +205,13 @@ def link_problems(host: str, interface: str, seen: LinkInPlace, lab: Lab) -> lis
     if seen.mtu != (link.mtu or DEFAULT_MTU):
         problems.append(f"{where} has mtu {seen.mtu}, lab.json says {link.mtu or DEFAULT_MTU}")
     if not _same(seen.rate_mbit, link.rate_mbit):
-        problems.append(f"{where} is shaped to {_shown(seen.rate_mbit, 'Mbit/s')}, lab.json says "
-                        f"{_shown(link.rate_mbit, 'Mbit/s')}")
+        problems.append(
+            f"{where} is shaped to {_shown(seen.rate_mbit, 'Mbit/s')}, lab.json says {_shown(link.rate_mbit, 'Mbit/s')}"
+        )
     if seen.loss_percent != link.loss_percent:
-        problems.append(f"{where} drops {_shown(seen.loss_percent, '%')}, "
-                        f"lab.json says {_shown(link.loss_percent, '%')}")
+        problems.append(
+            f"{where} drops {_shown(seen.loss_percent, '%')}, lab.json says {_shown(link.loss_percent, '%')}"
+        )
     if seen.loss_percent is not None and not seen.ssh_exempt:
         problems.append(f"{where}: the nftables table {nftables.LAB_TABLE} does not exempt SSH (tcp port {SSH_PORT})")
     if link.loss_percent is not None and seen.gso_max_segs != 1:
@@ -180,8 +219,9 @@ def link_problems(host: str, interface: str, seen: LinkInPlace, lab: Lab) -> lis
     netem_delay = seen.delay_ms if seen.delay_mechanism == "netem" else None
     wanted_netem = link.delay_ms if mechanisms.delay == "netem" else None
     if not _same(netem_delay, wanted_netem):
-        problems.append(f"{where} has netem delay {_shown(netem_delay, 'ms')}, lab.json says "
-                        f"{_shown(wanted_netem, 'ms')}")
+        problems.append(
+            f"{where} has netem delay {_shown(netem_delay, 'ms')}, lab.json says {_shown(wanted_netem, 'ms')}"
+        )
     return problems
 
 
@@ -205,23 +245,44 @@ def link_record(lab: Lab, delay_note: str | None) -> dict:
         "properties": dataclasses.asdict(link),
         "queues": {"mechanism": "veth numrxqueues/numtxqueues", "rx": link.queues, "tx": link.queues},
         "mtu": {"mechanism": "ip link" if link.mtu else "veth default", "bytes": link.mtu or DEFAULT_MTU},
-        "rate": None, "loss": None, "delay": None,
+        "rate": None,
+        "loss": None,
+        "delay": None,
     }
     if mechanisms.rate:
-        record["rate"] = {"mechanism": mechanisms.rate, "mbit": link.rate_mbit, "burst_bytes": tbf_burst(link),
-                          "latency_ms": TBF_LATENCY_MS, "where": "egress of eth0"}
+        record["rate"] = {
+            "mechanism": mechanisms.rate,
+            "mbit": link.rate_mbit,
+            "burst_bytes": tbf_burst(link),
+            "latency_ms": TBF_LATENCY_MS,
+            "where": "egress of eth0",
+        }
     if mechanisms.loss:
-        record["loss"] = {"mechanism": mechanisms.loss, "percent": link.loss_percent,
-                          "rule": nftables.drop_rule(link.loss_percent),
-                          "table": f"{nftables.FAMILY} {nftables.LAB_TABLE}",
-                          "where": "prerouting of eth0 (on arrival)", "exempt": f"tcp port {SSH_PORT}",
-                          "gso_max_segs": 1}
+        record["loss"] = {
+            "mechanism": mechanisms.loss,
+            "percent": link.loss_percent,
+            "rule": nftables.drop_rule(link.loss_percent),
+            "table": f"{nftables.FAMILY} {nftables.LAB_TABLE}",
+            "where": "prerouting of eth0 (on arrival)",
+            "exempt": f"tcp port {SSH_PORT}",
+            "gso_max_segs": 1,
+        }
     if mechanisms.delay == "netem":
-        record["delay"] = {"mechanism": "netem", "ms": link.delay_ms, "where": "egress of eth0",
-                           "limit_packets": _netem_limit(link)}
+        record["delay"] = {
+            "mechanism": "netem",
+            "ms": link.delay_ms,
+            "where": "egress of eth0",
+            "limit_packets": _netem_limit(link),
+        }
     elif mechanisms.delay == "proxy":
-        record["delay"] = {"mechanism": "proxy", "ms": link.delay_ms, "in_link": False, "why": delay_note,
-                           "program": str(DELAY_PROXY_PROGRAM), "start": "harness.hosts.linkdelay.start_delay_proxy"}
+        record["delay"] = {
+            "mechanism": "proxy",
+            "ms": link.delay_ms,
+            "in_link": False,
+            "why": delay_note,
+            "program": str(DELAY_PROXY_PROGRAM),
+            "start": "harness.hosts.linkdelay.start_delay_proxy",
+        }
     return record
 
 
@@ -231,11 +292,14 @@ def describe_link(link: LinkProperties, mechanisms: LinkMechanisms) -> str:
     if link.rate_mbit is not None:
         parts.append(f"rate {link.rate_mbit:g} Mbit/s ({mechanisms.rate})")
     if link.loss_percent is not None:
-        parts.append(f"loss {link.loss_percent:g}% ({mechanisms.loss} {nftables.FAMILY} {nftables.LAB_TABLE}, "
-                     "SSH exempt)")
+        parts.append(
+            f"loss {link.loss_percent:g}% ({mechanisms.loss} {nftables.FAMILY} {nftables.LAB_TABLE}, SSH exempt)"
+        )
     if mechanisms.delay == "netem":
         parts.append(f"delay {link.delay_ms:g} ms (netem)")
     elif mechanisms.delay == "proxy":
-        parts.append(f"delay {link.delay_ms:g} ms (proxy: not in the link; start {DELAY_PROXY_PROGRAM.name} "
-                     "on a host and send traffic through it)")
+        parts.append(
+            f"delay {link.delay_ms:g} ms (proxy: not in the link; start {DELAY_PROXY_PROGRAM.name} "
+            "on a host and send traffic through it)"
+        )
     return ", ".join(parts)

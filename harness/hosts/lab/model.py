@@ -59,14 +59,18 @@ class LinkProperties:
         if not _is_int(self.queues) or not 1 <= self.queues <= MAX_QUEUES:
             raise LinkPropertyError("queues", f"must be a whole number from 1 to {MAX_QUEUES}, not {self.queues!r}")
         if self.mtu is not None and (not _is_int(self.mtu) or not MIN_MTU <= self.mtu <= MAX_MTU):
-            raise LinkPropertyError("mtu", f"must be a whole number of bytes from {MIN_MTU} to {MAX_MTU}, "
-                                           f"not {self.mtu!r}")
+            raise LinkPropertyError(
+                "mtu", f"must be a whole number of bytes from {MIN_MTU} to {MAX_MTU}, not {self.mtu!r}"
+            )
         _check_number("rate_mbit", self.rate_mbit, 0.0, MAX_RATE_MBIT, "Mbit/s", zero_ok=False)
         _check_number("loss_percent", self.loss_percent, 0.0, 100.0, "%", zero_ok=True)
         _check_number("delay_ms", self.delay_ms, 0.0, MAX_DELAY_MS, "ms", zero_ok=True)
         if self.loss_percent is not None and abs(self.loss_percent * 100 - round(self.loss_percent * 100)) > 1e-6:
-            raise LinkPropertyError("loss_percent", f"{self.loss_percent:g} is finer than 0.01 % "
-                                                    f"(nftables draws from {nftables.LOSS_SCALE} values): round it")
+            raise LinkPropertyError(
+                "loss_percent",
+                f"{self.loss_percent:g} is finer than 0.01 % "
+                f"(nftables draws from {nftables.LOSS_SCALE} values): round it",
+            )
         # 0 % loss and 0 ms delay mean "off": store them as None so equal links compare equal
         for field in ("loss_percent", "delay_ms"):
             if getattr(self, field) == 0:
@@ -78,8 +82,13 @@ class LinkProperties:
         return None if self.loss_percent is None else nftables.loss_threshold(self.loss_percent)
 
     def describe(self) -> str:
-        return ", ".join([f"{self.queues} queues", f"mtu {self.mtu or DEFAULT_MTU}",
-                          *_shaping(self.rate_mbit, self.loss_percent, self.delay_ms)])
+        return ", ".join(
+            [
+                f"{self.queues} queues",
+                f"mtu {self.mtu or DEFAULT_MTU}",
+                *_shaping(self.rate_mbit, self.loss_percent, self.delay_ms),
+            ]
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,17 +116,30 @@ class LinkInPlace:
     delay_mechanism: str | None  # "netem" (read from tc) or "proxy" (from lab.json: nothing in the link)
 
     def describe(self) -> str:
-        return ", ".join([f"mtu {self.mtu}" if self.mtu else "mtu ?",
-                          *_shaping(self.rate_mbit, self.loss_percent, self.delay_ms,
-                                    (self.rate_mechanism, self.loss_mechanism, self.delay_mechanism))])
+        return ", ".join(
+            [
+                f"mtu {self.mtu}" if self.mtu else "mtu ?",
+                *_shaping(
+                    self.rate_mbit,
+                    self.loss_percent,
+                    self.delay_ms,
+                    (self.rate_mechanism, self.loss_mechanism, self.delay_mechanism),
+                ),
+            ]
+        )
 
 
-def _shaping(rate_mbit: float | None, loss_percent: float | None, delay_ms: float | None,
-             mechanisms: tuple[str | None, str | None, str | None] | None = None) -> list[str]:
-    """"rate 50 Mbit/s", "loss 1%", "delay 5 ms" for each that is on, with " (mechanism)" when given."""
+def _shaping(
+    rate_mbit: float | None,
+    loss_percent: float | None,
+    delay_ms: float | None,
+    mechanisms: tuple[str | None, str | None, str | None] | None = None,
+) -> list[str]:
+    """ "rate 50 Mbit/s", "loss 1%", "delay 5 ms" for each that is on, with " (mechanism)" when given."""
     parts = []
-    for index, (value, shown) in enumerate(((rate_mbit, "rate {:g} Mbit/s"), (loss_percent, "loss {:g}%"),
-                                            (delay_ms, "delay {:g} ms"))):
+    for index, (value, shown) in enumerate(
+        ((rate_mbit, "rate {:g} Mbit/s"), (loss_percent, "loss {:g}%"), (delay_ms, "delay {:g} ms"))
+    ):
         if value is not None:
             parts.append(shown.format(value) + (f" ({mechanisms[index]})" if mechanisms else ""))
     return parts
@@ -162,8 +184,15 @@ class Lab:
 
     def harness_host(self, host: LabHost) -> Host:
         """The host as harness.hosts.inventory reads it from the lab's inventory."""
-        return Host(name=host.name, address=host.address, port=SSH_PORT, user="root", local=False,
-                    key_file=str(self.client_key), known_hosts=str(self.known_hosts))
+        return Host(
+            name=host.name,
+            address=host.address,
+            port=SSH_PORT,
+            user="root",
+            local=False,
+            key_file=str(self.client_key),
+            known_hosts=str(self.known_hosts),
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,25 +39,27 @@ def write_known_hosts(path: Path, hosts: list[LabHost]) -> None:
 
 
 def sshd_config(host: LabHost, client_key: Path) -> str:
-    return "\n".join([
-        f"# sshd of lab host {host.name}, started in namespace {host.namespace} by harness lab up",
-        f"ListenAddress {host.address}",
-        f"Port {SSH_PORT}",
-        "AddressFamily inet",
-        f"HostKey {host.host_key}",
-        f"PidFile {host.sshd_pid_file}",
-        f"AuthorizedKeysFile {client_key}.pub",
-        "PermitRootLogin prohibit-password",
-        "PubkeyAuthentication yes",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        "StrictModes no",  # the lab's files may live under /tmp, whose modes sshd would refuse
-        "PrintMotd no",
-        "X11Forwarding no",
-        "Subsystem sftp internal-sftp",  # Fabric's put/get and Ansible's file transfers
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# sshd of lab host {host.name}, started in namespace {host.namespace} by harness lab up",
+            f"ListenAddress {host.address}",
+            f"Port {SSH_PORT}",
+            "AddressFamily inet",
+            f"HostKey {host.host_key}",
+            f"PidFile {host.sshd_pid_file}",
+            f"AuthorizedKeysFile {client_key}.pub",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "UsePAM no",
+            "StrictModes no",  # the lab's files may live under /tmp, whose modes sshd would refuse
+            "PrintMotd no",
+            "X11Forwarding no",
+            "Subsystem sftp internal-sftp",  # Fabric's put/get and Ansible's file transfers
+            "",
+        ]
+    )
 
 
 def start_sshd(host: LabHost) -> int:
@@ -65,8 +67,23 @@ def start_sshd(host: LabHost) -> int:
     # unshare --uts gives the host its own hostname, so `hostname` and Ansible's facts
     # tell lab hosts apart; sshd then daemonizes and writes its pid file.
     script = 'hostname "$1" && exec "$2" -f "$3" -E "$4"'
-    argv = ["ip", "netns", "exec", host.namespace, "unshare", "--uts", "--", "/bin/sh", "-c", script, "sh",
-            host.name, str(SSHD), str(host.sshd_config), str(host.sshd_log)]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        host.namespace,
+        "unshare",
+        "--uts",
+        "--",
+        "/bin/sh",
+        "-c",
+        script,
+        "sh",
+        host.name,
+        str(SSHD),
+        str(host.sshd_config),
+        str(host.sshd_log),
+    ]
     try:
         system.run(argv, f"{host.name}: start sshd", timeout=15)
     except LabError as error:
@@ -74,8 +91,10 @@ def start_sshd(host: LabHost) -> int:
     deadline = time.monotonic() + 5
     while (pid := system.read_pid(host.sshd_pid_file)) is None:
         if time.monotonic() > deadline:
-            raise LabError(f"{host.name}: sshd wrote no pid file {host.sshd_pid_file} within 5 s; "
-                           f"sshd log: {system.last_line(system.read(host.sshd_log))}")
+            raise LabError(
+                f"{host.name}: sshd wrote no pid file {host.sshd_pid_file} within 5 s; "
+                f"sshd log: {system.last_line(system.read(host.sshd_log))}"
+            )
         time.sleep(0.02)
     return pid
 
@@ -107,6 +126,8 @@ def _answer_ssh(lab: Lab, host: LabHost, timeout: float) -> None:
             return
         except HostError as error:
             if time.monotonic() > deadline:
-                raise LabError(f"{host.name}: no SSH answer from {host.address}:{SSH_PORT} within {timeout:g} s "
-                               f"({error}); sshd log: {system.last_line(system.read(host.sshd_log))}") from None
+                raise LabError(
+                    f"{host.name}: no SSH answer from {host.address}:{SSH_PORT} within {timeout:g} s "
+                    f"({error}); sshd log: {system.last_line(system.read(host.sshd_log))}"
+                ) from None
         time.sleep(0.1)

@@ -38,11 +38,17 @@ def write_state(lab: Lab, delay_note: str | None = None) -> None:
         "bridge_address": lab.bridge_address,
         "queues": lab.queues,
         "link": link_record(lab, delay_note),
-        "hosts": [{key: (str(value) if isinstance(value, Path) else value)
-                   for key, value in dataclasses.asdict(host).items()} | {"namespace": host.namespace}
-                  for host in lab.hosts],
-        "files": {"directory": str(lab.directory), "client_key": str(lab.client_key),
-                  "known_hosts": str(lab.known_hosts), "inventory": str(lab.inventory)},
+        "hosts": [
+            {key: (str(value) if isinstance(value, Path) else value) for key, value in dataclasses.asdict(host).items()}
+            | {"namespace": host.namespace}
+            for host in lab.hosts
+        ],
+        "files": {
+            "directory": str(lab.directory),
+            "client_key": str(lab.client_key),
+            "known_hosts": str(lab.known_hosts),
+            "inventory": str(lab.inventory),
+        },
     }
     partial = lab.state_file.with_suffix(".json.partial")
     partial.write_text(json.dumps(state, indent=2) + "\n")
@@ -52,19 +58,35 @@ def write_state(lab: Lab, delay_note: str | None = None) -> None:
 def lab_from_state(state: dict) -> Lab:
     files = state["files"]
     hosts = tuple(
-        LabHost(name=entry["name"], group=entry["group"], address=entry["address"], veth=entry["veth"],
-                interface=entry["interface"], sshd_pid=int(entry["sshd_pid"]),
-                **{key: Path(entry[key]) for key in ("sshd_config", "sshd_pid_file", "sshd_log", "host_key")})
+        LabHost(
+            name=entry["name"],
+            group=entry["group"],
+            address=entry["address"],
+            veth=entry["veth"],
+            interface=entry["interface"],
+            sshd_pid=int(entry["sshd_pid"]),
+            **{key: Path(entry[key]) for key in ("sshd_config", "sshd_pid_file", "sshd_log", "host_key")},
+        )
         for entry in state["hosts"]
     )
     directory = Path(files["directory"])
     record = state.get("link") or {}  # format 1 had queues only
     link = LinkProperties(**record["properties"]) if record else LinkProperties(queues=int(state["queues"]))
     mechanisms = LinkMechanisms(**{key: (record.get(key) or {}).get("mechanism") for key in ("rate", "loss", "delay")})
-    return Lab(name=state["name"], directory=directory, subnet=state["subnet"], bridge=state["bridge"],
-               bridge_address=state["bridge_address"], link=link, link_mechanisms=mechanisms, hosts=hosts,
-               client_key=Path(files["client_key"]), known_hosts=Path(files["known_hosts"]),
-               inventory=Path(files["inventory"]), state_file=directory / "lab.json")
+    return Lab(
+        name=state["name"],
+        directory=directory,
+        subnet=state["subnet"],
+        bridge=state["bridge"],
+        bridge_address=state["bridge_address"],
+        link=link,
+        link_mechanisms=mechanisms,
+        hosts=hosts,
+        client_key=Path(files["client_key"]),
+        known_hosts=Path(files["known_hosts"]),
+        inventory=Path(files["inventory"]),
+        state_file=directory / "lab.json",
+    )
 
 
 def read_state(directory: Path) -> tuple[dict | None, str | None]:
@@ -147,8 +169,13 @@ def discover(name: str, directory: Path, state: dict | None) -> Found:
         output = system.run(["ip", "netns", "pids", ns], f"{ns}: list processes", missing_ok=True)
         processes.update(int(word) for word in output.split() if word.isdigit())
     processes.discard(os.getpid())
-    return Found(namespaces=namespaces, veths=veths, bridge=f"{name}-br" in links, processes=frozenset(processes),
-                 directory=(directory / MARKER).exists())
+    return Found(
+        namespaces=namespaces,
+        veths=veths,
+        bridge=f"{name}-br" in links,
+        processes=frozenset(processes),
+        directory=(directory / MARKER).exists(),
+    )
 
 
 def free_subnet(name: str, base_dir: Path) -> ipaddress.IPv4Network:

@@ -5,6 +5,7 @@ small file reads, and installing a missing Debian package without starting its s
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -28,7 +29,9 @@ def run(argv: list[str], step: str, timeout: float = 30.0, missing_ok: bool = Fa
     missing_ok: a command that fails because its object is already gone succeeds.
     """
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False
+        )
     except FileNotFoundError:
         raise LabError(f"{step}: {argv[0]} not found: install it") from None
     except subprocess.TimeoutExpired:
@@ -62,9 +65,14 @@ def link_status(link: str, namespace: str | None) -> LinkStatus:
     entry = link_entry(link, namespace)
     if entry is None:
         return LinkStatus(name=link, namespace=namespace, state="missing", rx_queues=None, tx_queues=None)
-    return LinkStatus(name=link, namespace=namespace, state=entry.get("operstate", "UNKNOWN"),
-                      rx_queues=entry.get("num_rx_queues"), tx_queues=entry.get("num_tx_queues"),
-                      mtu=entry.get("mtu"))
+    return LinkStatus(
+        name=link,
+        namespace=namespace,
+        state=entry.get("operstate", "UNKNOWN"),
+        rx_queues=entry.get("num_rx_queues"),
+        tx_queues=entry.get("num_tx_queues"),
+        mtu=entry.get("mtu"),
+    )
 
 
 def stop_processes(pids: frozenset[int]) -> None:
@@ -74,10 +82,8 @@ def stop_processes(pids: frozenset[int]) -> None:
         if not alive_now:
             return
         for pid in alive_now:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + grace
         while any(alive(pid) for pid in alive_now) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -112,30 +118,40 @@ def ensure_package(program: Path, package: str) -> None:
             return
         written = False
         if not POLICY_RC_D.exists():
-            POLICY_RC_D.write_text(f"#!/bin/sh\n# written by harness lab up while it installs {package}\n"
-                                   "exit 101\n")
+            POLICY_RC_D.write_text(f"#!/bin/sh\n# written by harness lab up while it installs {package}\nexit 101\n")
             POLICY_RC_D.chmod(0o755)
             written = True
         try:
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            install = ["apt-get", "install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300",
-                       package]
-            result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900,
-                                    stdin=subprocess.DEVNULL)
+            install = ["apt-get", "install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300", package]
+            result = subprocess.run(
+                install, capture_output=True, text=True, env=env, timeout=900, stdin=subprocess.DEVNULL, check=False
+            )
             if result.returncode != 0 and "Unable to locate package" in result.stderr + result.stdout:
-                subprocess.run(["apt-get", "update"], capture_output=True, text=True, env=env, timeout=600,
-                               stdin=subprocess.DEVNULL)
-                result = subprocess.run(install, capture_output=True, text=True, env=env, timeout=900,
-                                        stdin=subprocess.DEVNULL)
+                subprocess.run(
+                    ["apt-get", "update"],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    timeout=600,
+                    stdin=subprocess.DEVNULL,
+                    check=False,
+                )
+                result = subprocess.run(
+                    install, capture_output=True, text=True, env=env, timeout=900, stdin=subprocess.DEVNULL, check=False
+                )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise LabError(f"lab: installing {package} failed ({exc}): run `apt-get install {package}`, "
-                           "then lab up again") from None
+            raise LabError(
+                f"lab: installing {package} failed ({exc}): run `apt-get install {package}`, then lab up again"
+            ) from None
         finally:
             if written:
                 POLICY_RC_D.unlink(missing_ok=True)
     if result.returncode != 0 or not program.exists():
-        raise LabError(f"lab: installing {package} failed: {last_line(result.stderr or result.stdout)}: "
-                       f"run `apt-get install {package}`, then lab up again")
+        raise LabError(
+            f"lab: installing {package} failed: {last_line(result.stderr or result.stdout)}: "
+            f"run `apt-get install {package}`, then lab up again"
+        )
 
 
 def write_private(path: Path, text: str) -> None:

@@ -18,8 +18,16 @@ from pathlib import Path
 from harness.errors import LabError
 from harness.hosts import nftables
 from harness.hosts.lab import links, sshd, state, system
-from harness.hosts.lab.model import (GROUPS, INTERFACE, HostStatus, Lab, LabHost, LabStatus, LinkProperties,
-                                     LinkPropertyError)
+from harness.hosts.lab.model import (
+    GROUPS,
+    INTERFACE,
+    HostStatus,
+    Lab,
+    LabHost,
+    LabStatus,
+    LinkProperties,
+    LinkPropertyError,
+)
 
 DEFAULT_BASE_DIR = Path("/var/tmp/harness-lab")
 MAX_HOSTS = 50  # NAME-h50 still fits 15 characters; addresses end at .60
@@ -29,8 +37,13 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9]{0,9}")
 SAFE_PATH = re.compile(r"[A-Za-z0-9_./@+-]+")  # paths go unquoted into the inventory
 
 
-def lab_up(name: str = "lab", hosts: int = 3, queues: int | None = None, base_dir: Path = DEFAULT_BASE_DIR,
-           link: LinkProperties = LinkProperties()) -> Lab:
+def lab_up(
+    name: str = "lab",
+    hosts: int = 3,
+    queues: int | None = None,
+    base_dir: Path = DEFAULT_BASE_DIR,
+    link: LinkProperties = LinkProperties(),
+) -> Lab:
     """Create the lab, or return it if it already exists healthy with this shape.
 
     `queues` is a shorthand for link.queues. A broken lab, or one with another host
@@ -97,16 +110,32 @@ def lab_status(name: str = "lab", base_dir: Path = DEFAULT_BASE_DIR) -> LabStatu
         alive = pid is not None and sshd.is_lab_sshd(pid, directory / host / "sshd_config")
         if not alive:
             problems.append(f"{host}: sshd {pid or '(no pid)'} is not running")
-        statuses.append(HostStatus(name=host, address=entry.get("address"), namespace_exists=namespace_exists,
-                                   links=tuple(host_links), sshd_pid=pid, sshd_alive=alive, link=in_place))
+        statuses.append(
+            HostStatus(
+                name=host,
+                address=entry.get("address"),
+                namespace_exists=namespace_exists,
+                links=tuple(host_links),
+                sshd_pid=pid,
+                sshd_alive=alive,
+                link=in_place,
+            )
+        )
     if recorded_state is not None:
         for key in ("client_key", "known_hosts", "inventory"):
             if not Path(recorded_state["files"][key]).is_file():
                 problems.append(f"lab {name}: {recorded_state['files'][key]} is missing")
-    return LabStatus(name=name, directory=directory, exists=found.anything,
-                     subnet=(recorded_state or {}).get("subnet"), bridge=bridge, hosts=tuple(statuses),
-                     problems=tuple(problems), link=recorded.link if recorded else None,
-                     link_mechanisms=recorded.link_mechanisms if recorded else None)
+    return LabStatus(
+        name=name,
+        directory=directory,
+        exists=found.anything,
+        subnet=(recorded_state or {}).get("subnet"),
+        bridge=bridge,
+        hosts=tuple(statuses),
+        problems=tuple(problems),
+        link=recorded.link if recorded else None,
+        link_mechanisms=recorded.link_mechanisms if recorded else None,
+    )
 
 
 def lab_down(name: str = "lab", base_dir: Path = DEFAULT_BASE_DIR) -> None:
@@ -130,10 +159,16 @@ def lab_down(name: str = "lab", base_dir: Path = DEFAULT_BASE_DIR) -> None:
         shutil.rmtree(directory, ignore_errors=True)
     left = state.discover(name, directory, None)
     if left.namespaces or left.veths or left.bridge or left.processes or (directory / state.MARKER).exists():
-        leftovers = sorted(left.namespaces | left.veths) + ([f"{name}-br"] if left.bridge else []) + \
-            [f"pid {pid}" for pid in sorted(left.processes)] + ([str(directory)] if directory.exists() else [])
-        raise LabError(f"lab {name}: lab down left {', '.join(leftovers)}: remove them by hand "
-                       "(ip netns del / ip link del) and run lab down again")
+        leftovers = (
+            sorted(left.namespaces | left.veths)
+            + ([f"{name}-br"] if left.bridge else [])
+            + [f"pid {pid}" for pid in sorted(left.processes)]
+            + ([str(directory)] if directory.exists() else [])
+        )
+        raise LabError(
+            f"lab {name}: lab down left {', '.join(leftovers)}: remove them by hand "
+            "(ip netns del / ip link del) and run lab down again"
+        )
 
 
 # --- building ---------------------------------------------------------------
@@ -149,8 +184,10 @@ def _create(name: str, hosts: int, link: LinkProperties, directory: Path) -> Lab
     bridge = f"{name}-br"
     bridge_address = str(subnet.network_address + 1)
     system.run(["ip", "link", "add", bridge, "type", "bridge"], f"lab {name}: create bridge {bridge}")
-    system.run(["ip", "addr", "add", f"{bridge_address}/{subnet.prefixlen}", "dev", bridge],
-               f"lab {name}: address bridge {bridge}")
+    system.run(
+        ["ip", "addr", "add", f"{bridge_address}/{subnet.prefixlen}", "dev", bridge],
+        f"lab {name}: address bridge {bridge}",
+    )
     system.run(["ip", "link", "set", bridge, "up"], f"lab {name}: bring up bridge {bridge}")
 
     planned = [_plan_host(name, index, subnet, directory) for index in range(1, hosts + 1)]
@@ -166,9 +203,20 @@ def _create(name: str, hosts: int, link: LinkProperties, directory: Path) -> Lab
 
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
     started = tuple(dataclasses.replace(host, sshd_pid=sshd.start_sshd(host)) for host in planned)
-    lab = Lab(name=name, directory=directory, subnet=str(subnet), bridge=bridge, bridge_address=bridge_address,
-              link=link, link_mechanisms=mechanisms, hosts=started, client_key=client_key, known_hosts=known_hosts,
-              inventory=directory / "inventory.ini", state_file=directory / "lab.json")
+    lab = Lab(
+        name=name,
+        directory=directory,
+        subnet=str(subnet),
+        bridge=bridge,
+        bridge_address=bridge_address,
+        link=link,
+        link_mechanisms=mechanisms,
+        hosts=started,
+        client_key=client_key,
+        known_hosts=known_hosts,
+        inventory=directory / "inventory.ini",
+        state_file=directory / "lab.json",
+    )
     state.write_state(lab, delay_note)
     sshd.wait_for_ssh(lab, sshd.SSH_READY_TIMEOUT)
     lab.inventory.write_text(state.inventory_text(lab))
@@ -180,9 +228,16 @@ def _plan_host(name: str, index: int, subnet: ipaddress.IPv4Network, directory: 
     folder = directory / host
     folder.mkdir(mode=0o700, exist_ok=True)
     return LabHost(
-        name=host, group=GROUPS[min(index, len(GROUPS)) - 1], address=str(subnet.network_address + HOST_OFFSET + index),
-        veth=host, interface=INTERFACE, sshd_pid=0, sshd_config=folder / "sshd_config",
-        sshd_pid_file=folder / "sshd.pid", sshd_log=folder / "sshd.log", host_key=folder / "ssh_host_ed25519_key",
+        name=host,
+        group=GROUPS[min(index, len(GROUPS)) - 1],
+        address=str(subnet.network_address + HOST_OFFSET + index),
+        veth=host,
+        interface=INTERFACE,
+        sshd_pid=0,
+        sshd_config=folder / "sshd_config",
+        sshd_pid_file=folder / "sshd.pid",
+        sshd_log=folder / "sshd.log",
+        host_key=folder / "ssh_host_ed25519_key",
     )
 
 
@@ -190,19 +245,44 @@ def _add_namespace(host: LabHost, bridge: str, subnet: ipaddress.IPv4Network, li
     """The host's namespace and its veth, with the link's queues and MTU, on the bridge."""
     ns, q = host.namespace, str(link.queues)
     system.run(["ip", "netns", "add", ns], f"{ns}: create namespace {ns}")
-    system.run(["ip", "link", "add", host.veth, "numrxqueues", q, "numtxqueues", q, "type", "veth",
-                "peer", "name", host.interface, "numrxqueues", q, "numtxqueues", q, "netns", ns],
-               f"{ns}: create veth {host.veth} with {link.queues} queues")
+    system.run(
+        [
+            "ip",
+            "link",
+            "add",
+            host.veth,
+            "numrxqueues",
+            q,
+            "numtxqueues",
+            q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            host.interface,
+            "numrxqueues",
+            q,
+            "numtxqueues",
+            q,
+            "netns",
+            ns,
+        ],
+        f"{ns}: create veth {host.veth} with {link.queues} queues",
+    )
     if link.mtu is not None:
         # Both ends: a veth drops what is longer than the receiving end's MTU. Set before
         # the bridge takes the port, so the bridge's own MTU follows its ports.
         system.run(["ip", "link", "set", host.veth, "mtu", str(link.mtu)], f"{ns}: set mtu {link.mtu} on {host.veth}")
-        system.run(["ip", "-n", ns, "link", "set", host.interface, "mtu", str(link.mtu)],
-                   f"{ns}: set mtu {link.mtu} on {host.interface}")
+        system.run(
+            ["ip", "-n", ns, "link", "set", host.interface, "mtu", str(link.mtu)],
+            f"{ns}: set mtu {link.mtu} on {host.interface}",
+        )
     system.run(["ip", "link", "set", host.veth, "master", bridge, "up"], f"{ns}: attach {host.veth} to {bridge}")
     system.run(["ip", "-n", ns, "link", "set", "lo", "up"], f"{ns}: bring up lo")
-    system.run(["ip", "-n", ns, "addr", "add", f"{host.address}/{subnet.prefixlen}", "dev", host.interface],
-               f"{ns}: address {host.interface}")
+    system.run(
+        ["ip", "-n", ns, "addr", "add", f"{host.address}/{subnet.prefixlen}", "dev", host.interface],
+        f"{ns}: address {host.interface}",
+    )
     system.run(["ip", "-n", ns, "link", "set", host.interface, "up"], f"{ns}: bring up {host.interface}")
 
 
@@ -226,8 +306,10 @@ def _healthy_lab(name: str, hosts: int, link: LinkProperties, directory: Path) -
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise LabError(f"lab name {name!r}: use 1-10 lowercase letters and digits, starting with a letter "
-                       "(interface names like NAME-h12 must fit 15 characters)")
+        raise LabError(
+            f"lab name {name!r}: use 1-10 lowercase letters and digits, starting with a letter "
+            "(interface names like NAME-h12 must fit 15 characters)"
+        )
 
 
 def _check_arguments(name: str, hosts: int) -> None:
@@ -256,8 +338,10 @@ def _lab_directory(name: str, base_dir: Path) -> Path:
 
 def _check_directory(name: str, directory: Path) -> None:
     if not SAFE_PATH.fullmatch(str(directory)):
-        raise LabError(f"lab {name}: {directory} has characters other than letters, digits and ._-/@+; "
-                       "pick a plainer base dir (its paths go unquoted into the inventory)")
+        raise LabError(
+            f"lab {name}: {directory} has characters other than letters, digits and ._-/@+; "
+            "pick a plainer base dir (its paths go unquoted into the inventory)"
+        )
     if directory.is_dir() and not (directory / state.MARKER).exists() and any(directory.iterdir()):
         raise LabError(f"lab {name}: {directory} exists and was not made by lab up: pick another name or base dir")
 
@@ -265,8 +349,12 @@ def _check_directory(name: str, directory: Path) -> None:
 def _check_preconditions(link: LinkProperties = LinkProperties()) -> None:
     if os.geteuid() != 0:
         raise LabError("lab: namespaces, links and sshd need root: run as root")
-    for tool, package in (("ip", "iproute2"), ("tc", "iproute2"), ("ssh-keygen", "openssh-client"),
-                          ("unshare", "util-linux")):
+    for tool, package in (
+        ("ip", "iproute2"),
+        ("tc", "iproute2"),
+        ("ssh-keygen", "openssh-client"),
+        ("unshare", "util-linux"),
+    ):
         if shutil.which(tool) is None:
             raise LabError(f"lab: {tool} not found: install it (apt-get install {package})")
     system.ensure_package(sshd.SSHD, "openssh-server")
