@@ -4,18 +4,21 @@ VENV := .venv
 EXP ?= experiments/io_uring.yaml
 ARGS ?=
 STAMP := $(VENV)/.installed
+TOOLS_STAMP := $(VENV)/.test-tools
 
 .PHONY: run test clean
 
 run: $(STAMP)
 	$(VENV)/bin/harness run $(EXP) $(ARGS)
 
-test: $(STAMP) /usr/bin/chromedriver
+test: $(STAMP) $(TOOLS_STAMP)
 	$(VENV)/bin/pytest $(ARGS)
 
-# The browser test's Chromium, installed by the harness's own playbook.
-/usr/bin/chromedriver: | $(STAMP)
+# The system tools the tests call (Chromium, clang, nftables, iperf3, ...), installed by the
+# harness's own playbook; again whenever the playbook changes.
+$(TOOLS_STAMP): playbooks/test_tools.yml | $(STAMP)
 	$(VENV)/bin/ansible-playbook -i localhost, -e ansible_python_interpreter=/usr/bin/python3 playbooks/test_tools.yml
+	touch $(TOOLS_STAMP)
 
 # Python's venv module is a separate Debian package; install it when missing.
 $(VENV)/bin/python:
