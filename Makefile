@@ -4,6 +4,7 @@ VENV := .venv
 EXP ?= experiments/io_uring.yaml
 ARGS ?=
 STAMP := $(VENV)/.installed
+TOOLS_STAMP := $(VENV)/.test-tools
 
 .PHONY: run test lint clean
 
@@ -11,7 +12,7 @@ run: $(STAMP)
 	$(VENV)/bin/harness run $(EXP) $(ARGS)
 
 # Lint first: a finding fails `make test` before any test runs.
-test: lint /usr/bin/chromedriver
+test: lint $(TOOLS_STAMP)
 	$(VENV)/bin/pytest $(ARGS)
 
 # Every linter runs, so one pass shows all findings; any finding fails the target.
@@ -24,9 +25,11 @@ lint: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/ansible-lint || status=1; \
 	exit $$status
 
-# The browser test's Chromium, installed by the harness's own playbook.
-/usr/bin/chromedriver: | $(STAMP)
+# The system tools the tests call (Chromium, clang, nftables, iperf3, ...), installed by the
+# harness's own playbook; again whenever the playbook changes.
+$(TOOLS_STAMP): playbooks/test_tools.yml | $(STAMP)
 	$(VENV)/bin/ansible-playbook -i localhost, -e ansible_python_interpreter=/usr/bin/python3 playbooks/test_tools.yml
+	touch $(TOOLS_STAMP)
 
 # Python's venv module is a separate Debian package; install it when missing.
 $(VENV)/bin/python:

@@ -1,17 +1,27 @@
+"""Fixtures for every tier. The tiers are folders:
+
+    tests/unit/          pure: no servers, no Ansible, no root; seconds
+    tests/integration/   real servers, Ansible, sshd, network namespaces, root
+    tests/workloads/     the experiments' own programs (experiments/<claim>/)
+
+Plain helpers (paths, the CLI runner, experiment and run builders) are in tests/builders.py.
+"""
+
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from harness.results.verdicts import compare_pair
-from harness.results.charts import distribution_svg, ratio_svg, run_sequence_svg, run_values_svg
+from tests.builders import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-HARNESS = Path(sys.executable).parent / "harness"
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(items):
+    """Every test in tests/integration/ is an integration test, marked or not."""
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture
@@ -21,42 +31,3 @@ def experiment_copy(tmp_path):
     target = tmp_path / "sendfile.yaml"
     shutil.copyfile(ROOT / "experiments" / "sendfile.yaml", target)
     return target
-
-
-def run_harness(*args, cwd=None, timeout=120):
-    """The CLI as a user runs it: a subprocess, its exit code and both streams."""
-    return subprocess.run([str(HARNESS), *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
-
-
-# Shared by the chart and report tests: two variants whose true ratio is 2.0.
-
-
-@pytest.fixture(scope="module")
-def values():
-    """Five runs of two values each; the trials alternate, readwrite first."""
-    rng = np.random.default_rng(3)
-    rows = [
-        (variant, run, mean + rng.normal(0, 0.02))
-        for variant, mean in (("readwrite", 2.0), ("sendfile", 1.0))
-        for run in range(5)
-        for _ in range(2)
-    ]
-    values = pd.DataFrame(rows, columns=["variant", "run", "value"])
-    return values.assign(order=values["run"] * 2 + (values["variant"] == "sendfile"))
-
-
-@pytest.fixture(scope="module")
-def verdicts(values):
-    return [compare_pair(values, pair="sendfile_vs_readwrite", baseline="readwrite", treatment="sendfile",
-                         claimed_ratio=3.5, better="lower")]
-
-
-@pytest.fixture(scope="module")
-def charts(values, verdicts):
-    variants = ["readwrite", "sendfile"]
-    return {
-        "values": run_values_svg(values, variants, "s"),
-        "ratios": ratio_svg(verdicts),
-        "sequence": run_sequence_svg(values, variants, "s"),
-        "distribution": distribution_svg(values, variants, "s"),
-    }
