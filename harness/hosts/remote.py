@@ -155,20 +155,20 @@ class HostSession:
         return output
 
     def put(self, local_path: Path, remote_path: str) -> None:
-        if self.host.local:
-            shutil.copyfile(local_path, remote_path)
-            return
-        with self._reaching(f"copy to {remote_path}", COMMAND_TIMEOUT):
-            self._open()
-            self._runner.put(str(local_path), remote=remote_path)
+        self._copy(str(local_path), remote_path, f"copy to {remote_path}", "put")
 
     def get(self, remote_path: str, local_path: Path) -> None:
+        self._copy(remote_path, str(local_path), f"copy from {remote_path}", "get")
+
+    def _copy(self, source: str, target: str, shown: str, transfer: str) -> None:
+        """A local host copies the file itself; a remote one through Fabric's `transfer`
+        ("put" or "get"), both of which take (source, target)."""
         if self.host.local:
-            shutil.copyfile(remote_path, local_path)
+            shutil.copyfile(source, target)
             return
-        with self._reaching(f"copy from {remote_path}", COMMAND_TIMEOUT):
+        with self._reaching(shown, COMMAND_TIMEOUT):
             self._open()
-            self._runner.get(remote_path, local=str(local_path))
+            getattr(self._runner, transfer)(source, target)
 
     @contextmanager
     def _reaching(self, shown: str, timeout: float):

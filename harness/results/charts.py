@@ -210,9 +210,9 @@ def ratio_svg(verdicts: list[PairVerdict], thresholds: Thresholds | None = None,
             _, low, high = _measured(
                 ax,
                 verdict.measured_ratio,
-                y,
                 verdict.ci_low,
                 verdict.ci_high,
+                y,
                 along="x",
                 verdict=verdict.verdict,
                 capsize=4,
@@ -273,16 +273,7 @@ def comparison_svg(rows: Sequence[Mapping], *, id_prefix: str = "compare") -> st
                 shown.append(row["claimed_ratio"])
         for r, c, cell in drawn:
             y = (n_rows - 1 - r) * (n_runs + 1) + (n_runs - 1 - c)
-            bars, low, high = _measured(
-                ax,
-                cell["measured_ratio"],
-                y,
-                cell["ci_low"],
-                cell["ci_high"],
-                along="x",
-                verdict=cell["verdict"],
-                marker=_marker(c),
-            )
+            bars, low, high = _measured(ax, *_interval(cell), y, along="x", verdict=cell["verdict"], marker=_marker(c))
             bars.lines[0].set_gid(f"point-{r}-{c}")
             shown += [low, high]
         log_ratio_axis(ax, shown, pad=1.3, axis="x")
@@ -322,15 +313,7 @@ def claim_svg(points: Sequence[Mapping], run_labels: Mapping[int, str], *, id_pr
             s = series.index(point["series"])
             x = point["position"] + (s - (len(series) - 1) / 2) * width
             bars, low, high = _measured(
-                ax,
-                point["measured_ratio"],
-                x,
-                point["ci_low"],
-                point["ci_high"],
-                along="y",
-                verdict=point["verdict"],
-                marker=_marker(s),
-                linewidth=1.8,
+                ax, *_interval(point), x, along="y", verdict=point["verdict"], marker=_marker(s), linewidth=1.8
             )
             bars.lines[0].set_gid(f"point-{index}")
             shown += [low, high]
@@ -391,12 +374,17 @@ def _finish(fig, ax, id_prefix: str, caption: str, *, grid: str) -> str:
     return to_svg(fig, id_prefix)
 
 
+def _interval(point: dict) -> tuple:
+    """A point's measured ratio and its interval's ends, in _measured's order."""
+    return point["measured_ratio"], point["ci_low"], point["ci_high"]
+
+
 def _measured(
     ax,
     ratio: float,
-    at: float,
     low: float | None,
     high: float | None,
+    at: float,
     *,
     along: str,
     verdict: str,

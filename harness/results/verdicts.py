@@ -112,15 +112,7 @@ def compare_pair(
 
     n_baseline, n_treatment = len(baseline_means), len(treatment_means)
     verdict, rule, reason, fraction = decide(
-        claimed_ratio,
-        measured,
-        ci_low,
-        ci_high,
-        n_baseline,
-        n_treatment,
-        thresholds,
-        not_applicable,
-        invalid=invalid,
+        claimed_ratio, measured, ci_low, ci_high, n_baseline, n_treatment, thresholds, not_applicable, invalid=invalid
     )
     needed = None
     if rule == STRADDLE_RULE:
@@ -308,12 +300,7 @@ def decide(
         )
 
     if not _finite(measured, ci_low, ci_high):
-        return (
-            "inconclusive",
-            "no interval",
-            "No ratio or interval could be computed from the measured values.",
-            None,
-        )
+        return ("inconclusive", "no interval", "No ratio or interval could be computed from the measured values.", None)
 
     target = claimed / thresholds.k
     floor = 1 + thresholds.margin

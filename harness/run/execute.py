@@ -95,6 +95,21 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
     server: Background | None = None
     proxy: Background | None = None
     load_done = False
+
+    def clean_up() -> list[str]:  # reads server, proxy and load_done as the trial left them
+        return _clean_up(
+            server_session,
+            client_session,
+            server,
+            proxy,
+            server_log,
+            load_pidfile,
+            load_done,
+            setting.raw_dir,
+            stem,
+            loss,
+        )
+
     try:
         if loss:
             with signals.deferred():
@@ -181,32 +196,10 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         )
     except BaseException:
         with signals.deferred():  # the trial's own error is the one to report
-            _clean_up(
-                server_session,
-                client_session,
-                server,
-                proxy,
-                server_log,
-                load_pidfile,
-                load_done,
-                setting.raw_dir,
-                stem,
-                loss,
-            )
+            clean_up()
         raise
     with signals.deferred():
-        problems = _clean_up(
-            server_session,
-            client_session,
-            server,
-            proxy,
-            server_log,
-            load_pidfile,
-            load_done,
-            setting.raw_dir,
-            stem,
-            loss,
-        )
+        problems = clean_up()
     if problems:
         raise TrialError("; ".join(problems))
     return output

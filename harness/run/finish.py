@@ -125,15 +125,13 @@ def write_results(
             own, [pair.baseline for pair in spec.pairs], spec.analysis.k, spec.analysis.margin
         )
         for pair in spec.pairs:
-            verdict = compare_pair(
+            invalid = invalid_reason(gate_rows, pair.baseline, pair.treatment, condition.label)
+            verdict = judge_pair(
+                spec,
                 own,
-                pair=pair.name,
-                baseline=pair.baseline,
-                treatment=pair.treatment,
-                claimed_ratio=spec.claim.claimed_ratio,
-                better=spec.claim.better,
+                pair,
                 thresholds=thresholds,
-                invalid=invalid_reason(gate_rows, pair.baseline, pair.treatment, condition.label),
+                invalid=invalid,
                 condition=condition.label,
                 not_applicable=gathered.not_applicable,
             )
@@ -157,31 +155,8 @@ def write_results(
     condition_values = {condition.label: dict(condition.values) for condition in plan.conditions}
     run.write_verdicts(
         [
-            store.VerdictEntry(
-                claim_id=spec.claim.id,
-                better=spec.claim.better,
-                condition=condition_values[v.condition],
-                condition_label=v.condition,
-                pair=(v.baseline, v.treatment),
-                pair_name=v.pair,
-                claimed_ratio=v.claimed_ratio,
-                measured_ratio=v.measured_ratio,
-                ci_low=v.ci_low,
-                ci_high=v.ci_high,
-                confidence=v.confidence,
-                verdict=v.verdict,
-                rule=v.rule,
-                reason=v.reason,
-                n_baseline=v.n_baseline,
-                n_treatment=v.n_treatment,
-                half_width=v.half_width,
-                runs_needed=v.runs_needed,
-                k=thresholds_by_condition[v.condition].k,
-                margin=thresholds_by_condition[v.condition].margin,
-                margin_source=thresholds_by_condition[v.condition].margin_source,
-                pyperf_compare_to=line["line"],
-                pyperf_note=line["note"],
-                conditions=conditions,
+            _verdict_entry(
+                spec, v, condition_values[v.condition], thresholds_by_condition[v.condition], line, conditions
             )
             for v, line in zip(verdicts, pyperf_lines, strict=True)
         ]
@@ -237,6 +212,57 @@ def write_results(
     # Last: the sha256 of every file the run wrote, for `harness verify`.
     run.write_manifest(store.Manifest(**{**manifest.__dict__, "file_sha256": run.digests()}))
     return RunOutcome(run_dir=run.path, status=status, verdicts=verdicts, claim_verdict=summary_verdict)
+
+
+def judge_pair(spec, values: pd.DataFrame, pair, **extra) -> PairVerdict:
+    """One pair's verdict over `values` (one condition's) against the experiment's claim; `extra`
+    goes to compare_pair (thresholds, invalid, condition, not_applicable)."""
+    return compare_pair(
+        values,
+        pair=pair.name,
+        baseline=pair.baseline,
+        treatment=pair.treatment,
+        claimed_ratio=spec.claim.claimed_ratio,
+        better=spec.claim.better,
+        **extra,
+    )
+
+
+# What a verdict entry takes over from the pair's verdict as it is.
+COPIED_FROM_VERDICT = (
+    "claimed_ratio",
+    "measured_ratio",
+    "ci_low",
+    "ci_high",
+    "confidence",
+    "verdict",
+    "rule",
+    "reason",
+    "n_baseline",
+    "n_treatment",
+    "half_width",
+    "runs_needed",
+)
+
+
+def _verdict_entry(
+    spec, verdict: PairVerdict, condition: dict, thresholds, line: dict, conditions: dict
+) -> store.VerdictEntry:
+    return store.VerdictEntry(
+        claim_id=spec.claim.id,
+        better=spec.claim.better,
+        condition=condition,
+        condition_label=verdict.condition,
+        pair=(verdict.baseline, verdict.treatment),
+        pair_name=verdict.pair,
+        k=thresholds.k,
+        margin=thresholds.margin,
+        margin_source=thresholds.margin_source,
+        pyperf_compare_to=line["line"],
+        pyperf_note=line["note"],
+        conditions=conditions,
+        **{name: getattr(verdict, name) for name in COPIED_FROM_VERDICT},
+    )
 
 
 def _pyperf_compare(run: RunDirectory, pair, verdict, condition: int | None = None) -> dict:

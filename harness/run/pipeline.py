@@ -22,12 +22,12 @@ from harness.hosts.inventory import Inventory
 from harness.hosts.inventory import load as load_inventory
 from harness.hosts.provision import Provisioner
 from harness.hosts.remote import HostSession
-from harness.results import analyse, store, verdicts
+from harness.results import analyse, store
 from harness.results.store import RunDirectory
 from harness.run import collect, preflight
 from harness.run import spec as spec_module
 from harness.run.execute import TrialSetting, run_trial
-from harness.run.finish import Gathered, RunOutcome, now, unique_hosts, write_results
+from harness.run.finish import Gathered, RunOutcome, judge_pair, now, unique_hosts, write_results
 from harness.run.interrupt import NoSignals, StopSignals
 from harness.run.plan import Plan, make_plan
 
@@ -283,13 +283,6 @@ def _half_widths(spec, plan: Plan, trials: list[store.Trial]) -> dict[tuple[str,
     for condition in plan.conditions:
         own = values[values["condition"] == condition.label]
         for pair in spec.pairs:
-            verdict = verdicts.compare_pair(
-                own,
-                pair=pair.name,
-                baseline=pair.baseline,
-                treatment=pair.treatment,
-                claimed_ratio=spec.claim.claimed_ratio,
-                better=spec.claim.better,
-            )
+            verdict = judge_pair(spec, own, pair)
             widths[(pair.name, condition.label)] = verdict.half_width
     return widths

@@ -94,7 +94,7 @@ def test_snapshot_reads_facts_and_current_sysctls(inventory, tmp_path):
         "localhost": {
             "net.ipv4.tcp_wmem": proc_sys("net.ipv4.tcp_wmem"),
             "net.core.somaxconn": proc_sys("net.core.somaxconn"),
-        },
+        }
     }
     assert (tmp_path / "ansible" / "01-snapshot" / "artifacts" / "snapshot" / "stdout").is_file()
 

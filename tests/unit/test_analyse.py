@@ -175,13 +175,7 @@ def test_k_and_margin_come_from_thresholds():
 
 
 def test_every_verdict_is_a_known_one():
-    cases = [
-        (3.5, 4, 3.9, 4.1),
-        (3.5, 0.5, 0.4, 0.6),
-        (3.5, 1.0, 0.9, 1.1),
-        (3.5, 2.0, 1.9, 2.1),
-        (3.5, 2.0, 1.0, 4.0),
-    ]
+    cases = [(3.5, 4, 3.9, 4.1), (3.5, 0.5, 0.4, 0.6), (3.5, 1.0, 0.9, 1.1), (3.5, 2.0, 1.9, 2.1), (3.5, 2.0, 1.0, 4.0)]
     found = {decide(*case, 5, 5, T)[0] for case in cases}
     assert found == set(VERDICTS) - {"not applicable"}
 
@@ -613,8 +607,7 @@ def _verdict(ci_low, ci_high):
 
 
 @pytest.mark.parametrize(
-    "ci_low, ci_high, line",
-    [(1.2, 1.4, FASTER), (0.5, 0.6, SLOWER), (0.9, 1.1, HIDDEN), (0.9, 1.1, VERBOSE_NOT)],
+    "ci_low, ci_high, line", [(1.2, 1.4, FASTER), (0.5, 0.6, SLOWER), (0.9, 1.1, HIDDEN), (0.9, 1.1, VERBOSE_NOT)]
 )
 def test_cross_check_is_silent_when_both_agree(ci_low, ci_high, line):
     assert cross_check(_verdict(ci_low, ci_high), line) is None

@@ -91,12 +91,7 @@ def test_ratio_chart_marks_claim_over_k(verdicts):
 
 def test_ratio_chart_copes_with_a_pair_without_a_measurement(values):
     not_measured = compare_pair(
-        values,
-        pair="splice_vs_readwrite",
-        baseline="readwrite",
-        treatment="splice",
-        claimed_ratio=2.0,
-        better="lower",
+        values, pair="splice_vs_readwrite", baseline="readwrite", treatment="splice", claimed_ratio=2.0, better="lower"
     )
     assert "no measured ratio" in ratio_svg([not_measured])
 
@@ -155,8 +150,7 @@ def test_distribution_draws_every_value_and_a_box_per_variant(values, charts):
 
 def test_distribution_keeps_an_outlier_among_the_dots(values):
     with_outlier = pd.concat(
-        [values, pd.DataFrame({"variant": ["sendfile"], "run": [9], "value": [5.0], "order": [19]})],
-        ignore_index=True,
+        [values, pd.DataFrame({"variant": ["sendfile"], "run": [9], "value": [5.0], "order": [19]})], ignore_index=True
     )
     svg = distribution_svg(with_outlier, VARIANTS, "s")
     assert _dots(svg, "distribution-values-1") == 11

@@ -174,12 +174,7 @@ def test_softnet_stat_columns_and_cpu_numbers():
 
 
 @pytest.mark.parametrize(
-    "text, message",
-    [
-        ("", "empty"),
-        ("0000000a 0000000b\n", "has 2 columns"),
-        ("zz " * 15, "not hex numbers"),
-    ],
+    "text, message", [("", "empty"), ("0000000a 0000000b\n", "has 2 columns"), ("zz " * 15, "not hex numbers")]
 )
 def test_softnet_stat_in_another_format_is_refused(text, message):
     with pytest.raises(CounterError, match=message):
