@@ -199,7 +199,7 @@ def write_results(
             stopping={
                 "reason": gathered.stop_reason or "the run stopped early",
                 "repetitions": gathered.rounds,
-                "target_half_width": plan.stopping.target,
+                "target_half_width": plan.profile.stopping.target,
                 "achieved": {v.label: v.half_width for v in verdicts},
             },
             files=run.report_links(),
@@ -314,14 +314,16 @@ def describe_conditions(spec, hosts_by_role, plan: Plan, gathered: Gathered) -> 
         )
     for link in gathered.links:
         conditions[f"link {link.client} -> {link.server}"] = link.description
-    for key, value in plan.parameters.items():
+    for key, value in plan.profile.parameters.items():
         conditions[f"parameter {key}"] = str(value)
     for key, values in plan.profile.sweep.items():
         conditions[f"swept {key}"] = ", ".join(map(str, values))
-    conditions["repetitions"] = f"{gathered.rounds} (at least {plan.stopping.minimum}, at most {plan.stopping.maximum})"
+    conditions["repetitions"] = (
+        f"{gathered.rounds} (at least {plan.profile.stopping.minimum}, at most {plan.profile.stopping.maximum})"
+    )
     conditions["trial order seed"] = str(plan.seed)
     conditions["warm-up values per trial"] = str(spec.warmup_values)
-    conditions["profile"] = "quick" if plan.quick else "full"
+    conditions["profile"] = "quick" if plan.profile.quick else "full"
     restriction = plan.profile.cpus
     for name in plan.variants:
         variant = spec.variants[name]
@@ -407,9 +409,9 @@ def _manifest(
             path=str(Path(experiment_path).resolve()),
             sha256=digest,
             claim_id=spec.claim.id,
-            quick=plan.quick,
-            repetitions=plan.repetitions,
-            parameters=plan.parameters,
+            quick=plan.profile.quick,
+            repetitions=plan.profile.repetitions,
+            parameters=plan.profile.parameters,
         ),
         inventory=str(inventory.path),
         harness={"version": _version("harness"), "git_commit": _git_commit()},
@@ -429,10 +431,10 @@ def _manifest(
         trials={"planned": len(plan.trials), "most": plan.most_trials, "completed": len(gathered.trials)},
         order_seed=plan.seed,
         stopping=store.Stopping(
-            minimum=plan.stopping.minimum,
-            maximum=plan.stopping.maximum,
-            target_half_width=plan.stopping.target,
-            time_budget_s=plan.stopping.budget_s,
+            minimum=plan.profile.stopping.minimum,
+            maximum=plan.profile.stopping.maximum,
+            target_half_width=plan.profile.stopping.target,
+            time_budget_s=plan.profile.stopping.budget_s,
             rounds=gathered.rounds,
             reason=gathered.stop_reason,
         ),

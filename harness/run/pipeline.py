@@ -168,7 +168,11 @@ def _measure(
             progress("stage", {"text": "provisioning: packages, builds, data, sysctls (ansible)"})
             with signals.deferred():
                 workspace, gathered.tools = provisioner.apply(
-                    spec, spec_module.workload_dir(spec, experiment_path), hosts_by_role, plan.parameters, run.run_id
+                    spec,
+                    spec_module.workload_dir(spec, experiment_path),
+                    hosts_by_role,
+                    plan.profile.parameters,
+                    run.run_id,
                 )
             signals.check()
             preflight.check_cpus(plan.profile.cpus, gathered.state)
@@ -177,7 +181,7 @@ def _measure(
                 hosts_by_role=hosts_by_role,
                 sessions=sessions,
                 workspace=workspace,
-                parameters=plan.parameters,
+                parameters=plan.profile.parameters,
                 workload_dir=spec_module.workload_dir(spec, experiment_path),
                 raw_dir=run.raw,
                 proxy_delay_ms=preflight.proxy_delay(spec, gathered.links),
@@ -221,7 +225,7 @@ def _run_rounds(
 ) -> None:
     """Run rounds of trials until the stopping rule is met; record why it stopped.
     Trials already measured (a resumed run) are skipped; the seed gives the same rounds."""
-    stopping = plan.stopping
+    stopping = plan.profile.stopping
     of = f"of {plan.most_trials}" if stopping.minimum == stopping.maximum else f"of up to {plan.most_trials}"
     done = {trial.order for trial in gathered.trials}
     started = time.monotonic()

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 
 from harness.cpuset import CpuSet
-from harness.run.profile import Profile, Stopping, resolve_profile
+from harness.run.profile import Profile, resolve_profile
 from harness.run.spec import ExperimentSpec
 
 
@@ -55,24 +55,6 @@ class Plan:
     seed: int
     conditions: tuple[Condition, ...] = field(default=(NO_SWEEP,))  # from profile.sweep
 
-    # The profile's parts that every stage asks for.
-    @property
-    def stopping(self) -> Stopping:
-        return self.profile.stopping
-
-    @property
-    def parameters(self) -> dict:
-        return self.profile.parameters
-
-    @property
-    def quick(self) -> bool:
-        return self.profile.quick
-
-    @property
-    def repetitions(self) -> int:
-        """The rounds that always run."""
-        return self.profile.repetitions
-
     @property
     def trials_per_round(self) -> int:
         return len(self.variants) * len(self.conditions)
@@ -87,15 +69,15 @@ class Plan:
     @property
     def trials(self) -> tuple[Trial, ...]:
         """The trials of the rounds that always run."""
-        return tuple(trial for repetition in range(self.repetitions) for trial in self.round(repetition))
+        return tuple(trial for repetition in range(self.profile.repetitions) for trial in self.round(repetition))
 
     @property
     def most_trials(self) -> int:
-        return self.stopping.maximum * self.trials_per_round
+        return self.profile.stopping.maximum * self.trials_per_round
 
     def parameters_for(self, trial: Trial) -> dict:
         """The values a trial's {placeholders} take: fixed parameters plus its condition's."""
-        return {**self.parameters, **trial.condition.as_dict()}
+        return {**self.profile.parameters, **trial.condition.as_dict()}
 
 
 def conditions(sweep: dict[str, list]) -> tuple[Condition, ...]:
