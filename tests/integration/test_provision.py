@@ -20,13 +20,13 @@ from harness.hosts.inventory import Host
 from harness.hosts.lab import lab_down, lab_up
 from harness.hosts.provision import Provisioner
 from harness.run import spec as spec_module
+from tests.builders import ROOT
 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(os.geteuid() != 0, reason="sets sysctls and installs packages: needs root"),
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = ROOT / "experiments" / "sendfile.yaml"
 LOCAL = Host(name="localhost", address="localhost", port=22, user="root", local=True)
 BY_ROLE = {"server": (LOCAL,), "client": (LOCAL,)}
