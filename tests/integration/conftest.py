@@ -1,5 +1,6 @@
-"""Fixtures of the integration tier: one real quick run per session, and the reports folder
-and published site built from it (test_compare_real_run, test_publish, test_browser).
+"""Fixtures of the integration tier: labs that are taken down after their module, one real
+quick run per session, and the reports folder and published site built from it
+(test_compare_real_run, test_publish, test_browser).
 
 Every test of this tier carries the `integration` marker (see pytest_collection_modifyitems
 in tests/conftest.py), so `-m "not integration"` leaves the whole tier out.
@@ -12,8 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.hosts.lab import lab_down, lab_up
 from harness.results import publish
 from tests.builders import TEMPLATES, QuickRun, derived_run, frame, small_known_effect_run, swept, write_run
+
+
+@pytest.fixture(scope="module")
+def make_lab(request, tmp_path_factory):
+    """make_lab(name, base_dir=None, **options): lab_up in base_dir (a new folder by default),
+    and lab_down after the module's last test, also of a lab whose lab_up failed halfway."""
+
+    def make(name: str, base_dir: Path | None = None, **options):
+        base_dir = base_dir or tmp_path_factory.mktemp("labs")
+        request.addfinalizer(lambda: lab_down(name, base_dir))  # first: runs even if lab_up fails
+        return lab_up(name, base_dir=base_dir, **options)
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -52,9 +52,8 @@ def base_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lab(base_dir, request):
-    request.addfinalizer(lambda: lab_down(NAME, base_dir))  # registered first: runs even if lab_up fails
-    return lab_up(NAME, hosts=3, queues=2, base_dir=base_dir)
+def lab(base_dir, make_lab):
+    return make_lab(NAME, base_dir, hosts=3, queues=2)
 
 
 def test_every_lab_host_answers_over_host_session_from_the_inventory(lab):

@@ -175,11 +175,6 @@ def ip_link(namespace, device):
     return json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout)[0]
 
 
-def build(request, base_dir, name, **options):
-    request.addfinalizer(lambda: lab_down(name, base_dir))  # first: runs even if lab_up fails
-    return lab_up(name, base_dir=base_dir, **options)
-
-
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("links")
@@ -189,8 +184,8 @@ def base_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def shaped_lab(base_dir, request):
-    return build(request, base_dir, f"lr{PID}", hosts=2, link=LinkProperties(mtu=9000, rate_mbit=RATE_MBIT))
+def shaped_lab(base_dir, make_lab):
+    return make_lab(f"lr{PID}", base_dir, hosts=2, link=LinkProperties(mtu=9000, rate_mbit=RATE_MBIT))
 
 
 @pytest.mark.integration
@@ -230,8 +225,8 @@ def test_a_rate_limit_holds_a_transfer_near_the_rate_and_lab_up_without_it_rebui
 
 
 @pytest.fixture(scope="module")
-def lossy_lab(base_dir, request):
-    return build(request, base_dir, f"ll{PID}", hosts=2, link=LinkProperties(loss_percent=LOSS_PERCENT))
+def lossy_lab(base_dir, make_lab):
+    return make_lab(f"ll{PID}", base_dir, hosts=2, link=LinkProperties(loss_percent=LOSS_PERCENT))
 
 
 @pytest.mark.integration

@@ -13,7 +13,6 @@ import time
 import pandas as pd
 import pytest
 
-from harness.hosts.lab import lab_down, lab_up
 from harness.run import spec
 from harness.run.plan import make_plan
 from tests.builders import HARNESS
@@ -25,13 +24,8 @@ SEED = 0  # a fixed trial order, so the test knows which trial meets the lost ho
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    base = tmp_path_factory.mktemp("lab")
-    name = f"r{os.getpid() % 100000}"
-    try:
-        yield lab_up(name=name, hosts=3, base_dir=base)
-    finally:
-        lab_down(name=name, base_dir=base)
+def lab(make_lab):
+    return make_lab(f"r{os.getpid() % 100000}", hosts=3)
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import pytest
 from harness.errors import HostError, Interrupted, ProvisionError
 from harness.hosts.hoststate import DriftError
 from harness.hosts.inventory import Host
-from harness.hosts.lab import lab_down, lab_up
 from harness.hosts.provision import Provisioner
 from harness.run import spec as spec_module
 from tests.builders import ROOT
@@ -255,10 +254,8 @@ char LICENSE[] SEC("license") = "GPL";
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory, request):
-    base = tmp_path_factory.mktemp("labs")
-    request.addfinalizer(lambda: lab_down(LAB_NAME, base))  # first: runs even if lab_up fails
-    return lab_up(LAB_NAME, hosts=1, queues=2, base_dir=base)
+def lab(make_lab):
+    return make_lab(LAB_NAME, hosts=1, queues=2)
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HostError
-from harness.hosts.lab import lab_down, lab_up
 from harness.hosts.provision import Provisioner
 from tests.builders import HARNESS, VALID
 from tests.payloads import Payloads, check_run, write_payload_experiment
@@ -32,13 +31,8 @@ PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    base = tmp_path_factory.mktemp("lab")
-    name = f"s{os.getpid() % 100000}"
-    try:
-        yield lab_up(name=name, hosts=2, base_dir=base)
-    finally:
-        lab_down(name=name, base_dir=base)
+def lab(make_lab):
+    return make_lab(f"s{os.getpid() % 100000}", hosts=2)
 
 
 def key_material(path: Path) -> list[bytes]:
