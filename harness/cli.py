@@ -143,10 +143,12 @@ def run(
     if outcome.claim_verdict is not None:
         click.echo(f"claim: {outcome.claim_verdict.verdict}: {outcome.claim_verdict.reason}")
     if outcome.invalid_by_gate:
+        from harness.results.store import GATES as GATES_FILE
+
         gates = ", ".join(f"{gate} {count}" for gate, count in outcome.invalid_by_gate.items())
         click.echo(
             f"trials that failed a validity gate ({gates}): {outcome.replaced_trials} replaced by a rerun, "
-            "excluded from the statistics (gates.csv)"
+            f"excluded from the statistics ({GATES_FILE})"
         )
     click.echo(f"report: {outcome.run_dir / 'index.html'}")
 

@@ -191,7 +191,8 @@ def _invalid_trials(gates: list[dict]) -> list[dict]:
     for gate in gates:
         if gate["passed"]:
             continue
-        key = (gate["variant"], gate.get("order"))
+        # A trial is its order in the run; gate rows without it (older runs) are told apart by run.
+        key = (gate["variant"], gate.get("condition", ""), gate.get("order", gate["run"]))
         row = trials.setdefault(
             key,
             {

@@ -273,8 +273,10 @@ GATE_ADVICE = {
     "load errors": "fix what makes requests fail (server log), raise analysis.gate_errors, or allow more retries",
     "load generator CPU": "give the load generator more CPU, raise analysis.gate_load_cpu, or allow more retries",
 }
-EXCLUDED = "excluded"  # gates.csv status: failed a gate and was not replaced (budget out, or the run stopped)
-REPLACED = "replaced"  # failed a gate; a later trial of the same variant, condition and repetition replaced it
+# A trial's status in the gate table: failed a gate and was not replaced (budget out, or the run stopped).
+EXCLUDED = "excluded"
+# Failed a gate; a later trial of the same variant, condition and repetition replaced it.
+REPLACED = "replaced"
 
 
 def replaced_counts(gate_rows: list[dict], variants: tuple[str, ...], condition: str | None = "") -> dict[str, int]:

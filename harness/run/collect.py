@@ -394,7 +394,7 @@ def costs_frame(measurements: list[Trial]) -> pd.DataFrame:
             "harness_cpu_seconds": m.harness_cpu_seconds,
             "wall_seconds": m.wall_seconds,
             # The whole host's busy CPU (user, nice, system, irq, softirq) over the window, per host;
-            # the busy-host gate counts the trial's CPUs only (gates.csv).
+            # the busy-host gate counts the trial's CPUs only (the gate table).
             "host_busy_cpu_seconds": ";".join(
                 f"{host}={changes['busy_seconds']:.3f}"
                 for host, changes in m.host_changes.items()

@@ -108,7 +108,7 @@ def write_results(
     status_by_order = collect.trial_status(rows_by_trial, trials)
     for row in gate_rows:
         row["status"] = status_by_order[row["order"]]
-    # The statistics see valid trials only; the others stay in trials.jsonl, costs.csv and gates.csv.
+    # The statistics see valid trials only; the others stay in the trial, cost and gate tables.
     valid = [trial for trial in trials if status_by_order[trial.order] == "valid"]
     values = collect.values_frame(valid)
     costs = collect.costs_frame(trials)
@@ -453,7 +453,7 @@ def _manifest(
             "planned": len(plan.trials),
             "most": plan.most_trials,
             "completed": len(gathered.trials),
-            # Failed a validity gate: run again (replaced) or not (excluded); see gates.csv.
+            # Failed a validity gate: run again (replaced) or not (excluded); see the gate table.
             "replaced": sum(status == "replaced" for status in status_by_order.values()),
             "excluded": sum(status == "excluded" for status in status_by_order.values()),
         },

@@ -311,7 +311,7 @@ def _replace_invalid(spec, plan: Plan, this_round, setting, gathered: Gathered, 
     """Run again, in the round's order, every trial of this round whose variant and condition
     has no trial that passed every gate, while the retry budget lasts (per variant and
     condition: plan.retries_per_variant; in the run: plan.retries_total). The failed trials
-    stay in trials.jsonl and gates.csv; the statistics use the valid ones only. Replacements
+    stay in the trial and gate tables; the statistics use the valid ones only. Replacements
     are numbered after every planned trial, so a resumed run finds them by their order."""
     while True:  # one pass per loop: each slot still lacking a valid trial, in the round's order
         valid = _valid_slots(spec, gathered.trials)
