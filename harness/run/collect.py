@@ -276,10 +276,13 @@ def gates(
             continue
         cpus = trial_cpus(m, host)
         stolen = [changes[f"cpu{cpu}_steal_seconds"] for cpu in cpus if f"cpu{cpu}_steal_seconds" in changes]
+        # The counters cover their own window (window_seconds), a little longer than the load.
+        window = changes.get("window_seconds") or wall
         if cpus and len(stolen) == len(cpus):
-            share, text = sum(stolen) / (wall * len(cpus)), f"CPU{'s' if len(cpus) > 1 else ''} {_cpus(cpus)}"
+            share, text = sum(stolen) / (window * len(cpus)), f"CPU{'s' if len(cpus) > 1 else ''} {_cpus(cpus)}"
         else:
-            share, text = changes.get("steal_seconds", 0.0) / (wall * m.host_cpus.get(host, 1.0)), "the host's CPUs"
+            share = changes.get("steal_seconds", 0.0) / (window * m.host_cpus.get(host, 1.0))
+            text = "the host's CPUs"
         if share >= steal_share:
             steal_share, where = share, f"{text} of {host}" if len(m.host_changes) > 1 else text
     gate(
@@ -340,7 +343,7 @@ def busy_share(m: Trial) -> tuple[float, float, str] | None:
         )
         own += m.harness_cpu_seconds if machine.get("harness") else 0.0
         foreign = max(0.0, sum(work) - own)
-        share = foreign / (wall * len(cpus))
+        share = foreign / ((changes.get("window_seconds") or wall) * len(cpus))
         where = f"CPU{'s' if len(cpus) > 1 else ''} {_cpus(cpus)}" + (f" of {host}" if len(m.placement) > 1 else "")
         if found is None or share > found[0]:
             found = (share, foreign, where)

@@ -135,7 +135,11 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
                 )
             signals.check()
         involved = {server_host.name: server_session, client_host.name: client_session}
+        # The counters' own window (midpoint of each read to midpoint) is what their deltas cover;
+        # it is longer than the load's wall time by the reads around it, and the gates divide by it.
+        read_started = time.monotonic()
         counters_before = {name: session.counters() for name, session in involved.items()}
+        window_started = (read_started + time.monotonic()) / 2
         cpu_before = server_session.session_cpu_seconds(server) if server else 0.0
         harness_before = _own_cpu_seconds()
         started = time.monotonic()
@@ -173,14 +177,19 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         harness_cpu = _own_cpu_seconds() - harness_before
         load_done = True
         cpu_after = server_session.session_cpu_seconds(server) if server else 0.0
+        read_started = time.monotonic()
         counters_after = {name: session.counters() for name, session in involved.items()}
+        window = (read_started + time.monotonic()) / 2 - window_started
         if variant.result:
             # The receiving side's count replaces the load generator's values.
             stdouts, files = [_result_output(setting, variant, values, wall, trial, stem)], [f"{stem}-result.out"]
         placement = _placement(setting, variant, server_host, client_host)
-        host_changes = {name: _changes(counters_before[name], counters_after[name]) for name in involved}
+        host_changes = {
+            name: {**_changes(counters_before[name], counters_after[name]), "window_seconds": window}
+            for name in involved
+        }
         if setting.fake_steal is not None:
-            _add_fake_steal(host_changes, placement, setting.fake_steal(trial), wall)
+            _add_fake_steal(host_changes, placement, setting.fake_steal(trial), window)
         output = TrialOutput(
             trial=trial,
             load_stdouts=tuple(stdouts),
