@@ -74,6 +74,13 @@ def main() -> None:
     "others; recorded in the manifest as part of the host's fingerprint.",
 )
 @click.option(
+    "--retries",
+    metavar="N[,TOTAL]",
+    callback=lambda ctx, param, value: _retries(value),
+    help="Run a trial that failed a validity gate again, up to N times per variant and condition and TOTAL "
+    "times in the run (default: the experiment's analysis.retries, 4 and half the run's most trials).",
+)
+@click.option(
     "--resume",
     "resume_dir",
     metavar="RUN_DIR",
@@ -89,14 +96,15 @@ def run(
     seed: int | None,
     target_width: float | None,
     cpus: CpuSet | None,
+    retries,
     resume_dir: str | None,
 ) -> None:
     """Run EXPERIMENT (a YAML file) and write its report."""
     from harness.run.pipeline import RunFailed, resume_experiment, run_experiment  # heavy imports only when running
 
-    if resume_dir and (experiment or quick or seed is not None or target_width or cpus):
+    if resume_dir and (experiment or quick or seed is not None or target_width or cpus or retries):
         raise click.UsageError(
-            "--resume takes the experiment, --quick, --seed, --target-width and --cpus from "
+            "--resume takes the experiment, --quick, --seed, --target-width, --cpus and --retries from "
             "the run it resumes; give only RUN_DIR (and --inventory)"
         )
     if not resume_dir and not experiment:
@@ -118,6 +126,7 @@ def run(
                     seed=seed,
                     target_half_width=target_width,
                     cpus=cpus,
+                    retries=retries,
                 )
     except RunFailed as failure:
         _fail(failure, 130 if isinstance(failure.cause, Interrupted) else 1)
@@ -133,7 +142,27 @@ def run(
         )
     if outcome.claim_verdict is not None:
         click.echo(f"claim: {outcome.claim_verdict.verdict}: {outcome.claim_verdict.reason}")
+    if outcome.invalid_by_gate:
+        from harness.results.store import GATES as GATES_FILE
+
+        gates = ", ".join(f"{gate} {count}" for gate, count in outcome.invalid_by_gate.items())
+        click.echo(
+            f"trials that failed a validity gate ({gates}): {outcome.replaced_trials} replaced by a rerun, "
+            f"excluded from the statistics ({GATES_FILE})"
+        )
     click.echo(f"report: {outcome.run_dir / 'index.html'}")
+
+
+def _retries(value: str | None):
+    """--retries, parsed here once; the run gets a Retries."""
+    if value is None:
+        return None
+    from harness.run.profile import Retries
+
+    try:
+        return Retries.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--retries") from None
 
 
 def _cpu_set(value: str | None) -> CpuSet | None:
@@ -520,6 +549,15 @@ class _ProgressDisplay:
             self.done = self.resumed = info.get("done", 0)
             if self.live:
                 self.task = self.progress.add_task("measuring", total=self.total, completed=self.done, left="")
+        elif event == "trial_start" and "replaces" in info:
+            self.total += 1  # a trial that failed a gate runs again: one more to do
+            if self.task is not None:
+                self.progress.update(
+                    self.task,
+                    total=self.total,
+                    description=f"trial {info['index'] + 1}: {_variant(info)} again (trial "
+                    f"{info['replaces'] + 1} failed a gate)",
+                )
         elif event == "trial_start" and self.task is not None:
             self.progress.update(self.task, description=f"trial {info['index'] + 1} of {self.total}: {_variant(info)}")
         elif event == "trial":
@@ -536,6 +574,13 @@ class _ProgressDisplay:
                 self.console.print(
                     f"trial {number}: {_variant(info)} {info['seconds']:.4g} s "
                     f"({self.done} of {self.total}, {self.time_left()})",
+                    highlight=False,
+                    markup=False,
+                )
+            if info.get("failed_gates"):
+                self.console.print(
+                    f"trial {number} failed the {', '.join(info['failed_gates'])} gate: excluded from the "
+                    "statistics; it runs again if the retry budget allows",
                     highlight=False,
                     markup=False,
                 )

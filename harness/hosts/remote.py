@@ -86,6 +86,7 @@ class HostSession:
 
     def __init__(self, host: Host, connect_timeout: float = CONNECT_TIMEOUT):
         self.host = host
+        self._boot_id: str | None = None
         if host.local:
             self._runner = invoke.Context(invoke.Config(overrides={"runners": {"local": _QuietLocal}}))
         else:
@@ -285,10 +286,14 @@ if running; then kill -KILL -- -$pid 2>/dev/null; sleep 0.2; fi
     def counters(self) -> dict[str, float]:
         """Host counters that can invalidate a measurement (swapping, CPU steal,
         throttling) or show where the kernel did the work (receive softirqs per CPU).
-        Read before and after a load window; absent ones are left out."""
+        Per CPU N also: cpuN_steal_ticks, cpuN_process_ticks (user, nice, system: work done
+        for processes) and cpuN_irq_ticks (irq, softirq), for the gates on the CPUs a trial
+        was allowed to use. Read before and after a load window; absent ones are left out."""
         script = r"""
 awk '$1 == "pswpin" || $1 == "pswpout" {print $1, $2}' /proc/vmstat
 awk '$1 == "cpu" {print "steal_ticks", $9; print "busy_ticks", $2 + $3 + $4 + $7 + $8}' /proc/stat
+awk '$1 ~ /^cpu[0-9]+$/ {n = substr($1, 4); print "cpu" n "_steal_ticks", $9;
+  print "cpu" n "_process_ticks", $2 + $3 + $4; print "cpu" n "_irq_ticks", $7 + $8}' /proc/stat
 awk '$1 == "NET_RX:" {for (i = 2; i <= NF; i++) print "net_rx_cpu" i - 2, $i}' /proc/softirqs
 echo "ticks_per_second $(getconf CLK_TCK)"
 echo "cpus $(nproc)"
@@ -305,6 +310,13 @@ true"""
             except ValueError:
                 continue
         return values
+
+    def boot_id(self) -> str:
+        """The host's kernel boot id: hosts with the same one share one kernel and its CPUs
+        (lab hosts are network namespaces of one machine), so their counters are one machine's."""
+        if self._boot_id is None:
+            self._boot_id = self.read_text("/proc/sys/kernel/random/boot_id").strip() or self.host.name
+        return self._boot_id
 
     def port_in_use(self, port: int, protocol: str = "tcp") -> bool:
         sockets = {"tcp": "-Hltn", "udp": "-Hlun"}[protocol]

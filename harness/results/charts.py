@@ -34,8 +34,11 @@ from harness.results.verdicts import PairVerdict
 # Shared with the pages' badges so a verdict has one colour everywhere.
 VERDICT_COLOURS = {
     "reproduced": "#1a7f37",
-    "partially reproduced": "#9a6700",
-    "not reproduced": "#cf222e",
+    "reproduced under some conditions": "#4d8a3a",
+    "larger effect": "#0969da",  # not green: the claim's size is wrong too
+    "smaller effect": "#9a6700",
+    "no effect": "#6e7781",
+    "reversed": "#cf222e",
     "inconclusive": "#57606a",
     "not applicable": "#8c959f",
 }

@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, UndefinedErro
 
 from harness.results import analyse, charts
 from harness.results.charts import VERDICT_COLOURS
+from harness.results.verdicts import CLAIM_RULE
 
 TEMPLATE = "report.html.j2"
 MISSING = "–"
@@ -63,6 +64,8 @@ def render_report(context: dict, templates_dir: Path) -> str:
         "summary_rows": _summary_rows(context["summary"], context["variants"]),
         "gate_rows": _gate_rows(context["gates"]),
         "failed_gates": [gate for gate in context["gates"] if not gate["passed"]],
+        "invalid_trials": _invalid_trials(context["gates"]),
+        "claim_rule": CLAIM_RULE,
     }
     return environment(templates_dir).get_template(TEMPLATE).render(page_context)
 
@@ -158,18 +161,51 @@ def _summary_rows(summary: pd.DataFrame, variants: list[dict]) -> list[dict]:
 
 
 def _gate_rows(gates: list[dict]) -> list[dict]:
-    """One row per gate, in order of first appearance: its limit(s) and how many trials passed and failed."""
+    """One row per gate, in order of first appearance: its limit(s), the median and worst
+    (largest) value over every trial, and how many trials passed and failed."""
     rows: dict[str, dict] = {}
     for index, gate in enumerate(gates):
         lacking = [key for key in GATE_KEYS if key not in gate]
         if lacking:
             raise UndefinedError(f"gates[{index}] lacks {', '.join(map(repr, lacking))}")
-        row = rows.setdefault(gate["gate"], {"gate": gate["gate"], "limits": [], "passed": 0, "failed": 0})
+        row = rows.setdefault(
+            gate["gate"], {"gate": gate["gate"], "limits": [], "passed": 0, "failed": 0, "values": []}
+        )
         row["passed" if gate["passed"] else "failed"] += 1
+        if isinstance(gate["value"], (int, float)) and not isinstance(gate["value"], bool):
+            row["values"].append(float(gate["value"]))
         limit = quantity(gate["limit"])
         if limit not in row["limits"]:
             row["limits"].append(limit)
+    for row in rows.values():
+        found = [value for value in row.pop("values") if math.isfinite(value)]
+        row["median"] = float(np.median(found)) if found else None
+        row["worst"] = max(found) if found else None
     return list(rows.values())
+
+
+def _invalid_trials(gates: list[dict]) -> list[dict]:
+    """One row per trial that failed a gate: which, its status (replaced or excluded), and
+    every gate it failed."""
+    trials: dict[tuple, dict] = {}
+    for gate in gates:
+        if gate["passed"]:
+            continue
+        # A trial is its order in the run; gate rows without it (older runs) are told apart by run.
+        key = (gate["variant"], gate.get("condition", ""), gate.get("order", gate["run"]))
+        row = trials.setdefault(
+            key,
+            {
+                "variant": gate["variant"],
+                "condition": gate.get("condition", ""),
+                "run": gate["run"],
+                "order": gate.get("order"),
+                "status": gate.get("status", ""),
+                "failed": [],
+            },
+        )
+        row["failed"].append(gate["detail"] and f"{gate['gate']}: {gate['detail']}")
+    return list(trials.values())
 
 
 # --- the report's context ---------------------------------------------------------------

@@ -39,8 +39,11 @@ import pandas as pd
 
 from harness.errors import HarnessError
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 3: verdict words changed (issue 17): "partially reproduced" and "not reproduced" became
+# "smaller effect", "no effect" and "reversed", and "reproduced" no longer covers an interval
+# wholly above claimed*k ("larger effect"); trials that failed a gate are replaced.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 GIB = 1 << 30
 
 MANIFEST = "manifest.json"
@@ -155,6 +158,8 @@ class Stopping:
     time_budget_s: float | None = None
     rounds: int = 0
     reason: str | None = None
+    retries_per_variant: int | None = None  # trials failing a gate that may run again (format 3)
+    retries_total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +228,8 @@ class Trial:
     host_cpus: dict
     units: int = 0
     errors: int = 0
+    # Per machine: the CPUs the trial's processes were allowed to use, roles, hosts (format 3).
+    placement: dict = field(default_factory=dict)
 
     @property
     def server_cpu_seconds_per_gib(self) -> float:
@@ -271,6 +278,10 @@ class VerdictEntry:
     pyperf_compare_to: str | None = None
     pyperf_note: str | None = None
     conditions: dict = field(default_factory=dict)  # the report's conditions table, as display text
+    # Trials of this pair and condition that failed a validity gate (format 3): gate -> count, and
+    # how many of them a later trial replaced; the verdict uses valid trials only.
+    invalid_trials: dict = field(default_factory=dict)
+    replaced_trials: int = 0
 
     @property
     def baseline(self) -> str:
@@ -319,6 +330,8 @@ class Summary:
     sweep: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)  # verdict -> how many pair/condition verdicts had it
     best: dict | None = None  # the pair and condition with the largest measured ratio
+    rule: str = ""  # how the claim's word was chosen from the pairs' (format 3)
+    replaced_trials: int = 0  # trials that failed a gate and were run again (format 3)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -513,12 +526,16 @@ def load_run(path: str | Path) -> StoredRun:
         VerdictEntry.from_json(entry, f"{run.path / VERDICTS}: entry {number}")
         for number, entry in enumerate(raw_verdicts, 1)
     )
-    if isinstance(raw_manifest, dict) and raw_manifest.get("format_version") == 1:
+    version = raw_manifest.get("format_version") if isinstance(raw_manifest, dict) else None
+    if version == 1:
         raw_manifest = _upgrade_v1(raw_manifest, verdicts)
     manifest = Manifest.from_json(raw_manifest, str(run.path / MANIFEST))
     summary = None
     if run.has_file(SUMMARY):
         summary = Summary.from_json(run._read_json(SUMMARY, ""), str(run.path / SUMMARY))
+    if version in (1, 2):  # written with the old verdict words: every reader sees the new ones
+        verdicts = tuple(upgrade_verdict(entry) for entry in verdicts)
+        summary = upgrade_summary(summary, verdicts) if summary is not None else None
     return StoredRun(
         path=run.path,
         manifest=manifest,
@@ -526,6 +543,53 @@ def load_run(path: str | Path) -> StoredRun:
         summary=summary,
         values=_read_values(run.path / MEASUREMENTS),
     )
+
+
+OLD_WORDS = ("partially reproduced", "not reproduced")
+
+
+def upgrade_verdict(entry: VerdictEntry) -> VerdictEntry:
+    """A format 1-2 verdict in the words of format 3, from the rule it recorded: "partially
+    reproduced" -> smaller effect; "not reproduced" -> reversed (ci_high < 1) or no effect;
+    "reproduced" with the interval wholly above claimed*k -> larger effect. The old word is
+    kept in the reason."""
+    old = entry.verdict
+    if old == "partially reproduced":
+        new = "smaller effect"
+    elif old == "not reproduced":
+        new = "reversed" if (entry.rule or "").strip() == "ci_high < 1" else "no effect"
+    elif (
+        old == "reproduced"
+        and None not in (entry.ci_low, entry.claimed_ratio, entry.k)
+        and entry.ci_low > entry.claimed_ratio * entry.k
+    ):
+        new = "larger effect"
+    else:
+        return entry
+    reason = f"{entry.reason} (recorded as {old!r} by an older harness)".strip()
+    return dataclasses.replace(entry, verdict=new, reason=reason)
+
+
+def upgrade_summary(summary: Summary, verdicts: tuple[VerdictEntry, ...]) -> Summary:
+    """A format 1-2 claim verdict in the words of format 3, from its pairs' upgraded words
+    (the claim rule of harness.results.verdicts, CLAIM_RULE, in short)."""
+    words = [entry.verdict for entry in verdicts]
+    counts = {word: words.count(word) for word in dict.fromkeys(words)}
+    tested = [word for word in words if word != "not applicable"]
+    holding = [word for word in tested if word in ("reproduced", "larger effect")]
+    verdict = summary.verdict
+    if summary.verdict in (*OLD_WORDS, "reproduced") and tested:
+        if holding and len(holding) == len(tested):
+            verdict = "reproduced" if "reproduced" in holding else "larger effect"
+        elif holding:
+            verdict = "reproduced under some conditions"
+        elif "inconclusive" in tested:
+            verdict = "inconclusive"
+        else:
+            verdict = next(word for word in ("smaller effect", "no effect", "reversed") if word in tested)
+    if verdict == summary.verdict and counts == summary.counts:
+        return summary
+    return dataclasses.replace(summary, verdict=verdict, counts=counts)
 
 
 def _upgrade_v1(manifest: dict, verdicts: tuple[VerdictEntry, ...]) -> dict:

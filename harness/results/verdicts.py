@@ -28,7 +28,36 @@ from harness.results.analyse import (
 )
 from harness.results.store import GATES
 
-VERDICTS = ("reproduced", "partially reproduced", "not reproduced", "inconclusive", "not applicable")
+# One pair under one condition. The order is the rules' order of strength, used to name them.
+VERDICTS = (
+    "reproduced",
+    "larger effect",
+    "smaller effect",
+    "no effect",
+    "reversed",
+    "inconclusive",
+    "not applicable",
+)
+# The claim over every pair and condition has one more word.
+SOME_CONDITIONS = "reproduced under some conditions"
+CLAIM_VERDICTS = (
+    "reproduced",
+    SOME_CONDITIONS,
+    "larger effect",
+    "smaller effect",
+    "no effect",
+    "reversed",
+    "inconclusive",
+    "not applicable",
+)
+# How the claim's word is chosen, stated in the report and the README.
+CLAIM_RULE = (
+    "not applicable when every pair and condition is; reproduced when every tested one is reproduced "
+    "or larger effect and at least one is reproduced; larger effect when every tested one is larger effect; "
+    "reproduced under some conditions (naming them) when some but not all are reproduced or larger effect; "
+    "inconclusive when none is and any is inconclusive; otherwise the most favourable of the decided "
+    "words: smaller effect, then no effect, then reversed"
+)
 
 
 @dataclass(frozen=True)
@@ -159,12 +188,13 @@ class ClaimVerdict:
 
 
 def claim_verdict(verdicts: list[PairVerdict]) -> ClaimVerdict:
-    """Summarise the per-condition verdicts; rules in order:
+    """Summarise the per-condition verdicts by CLAIM_RULE, in order:
 
-    not applicable when every one is; reproduced when every tested one is; partially
-    reproduced when at least one is reproduced or partially reproduced (the claim holds
-    only somewhere, or only in part); inconclusive when any other is inconclusive (it
-    might still hold there); not reproduced otherwise.
+    not applicable when every one is; reproduced when every tested one is reproduced or
+    larger effect (and at least one reproduced); larger effect when every tested one is;
+    reproduced under some conditions, naming them, when some are; inconclusive when none
+    is and any is inconclusive (it might still hold there); otherwise the most favourable
+    decided word: smaller effect, then no effect, then reversed.
     """
     counts = {name: sum(v.verdict == name for v in verdicts) for name in VERDICTS}
     counts = {name: count for name, count in counts.items() if count}
@@ -178,17 +208,27 @@ def claim_verdict(verdicts: list[PairVerdict]) -> ClaimVerdict:
         return ClaimVerdict("not applicable", verdicts[0].reason, counts, None)
     best_text = f" The largest measured gain is {_x(best.measured_ratio)} ({best.label})." if best else ""
     claimed = _x(tested[0].claimed_ratio)
-    if counts.get("reproduced", 0) == len(tested):
-        verdict, how = "reproduced", f"The claim of {claimed} holds in every tested condition"
-    elif counts.get("reproduced", 0) or counts.get("partially reproduced", 0):
-        verdict, how = (
-            "partially reproduced",
-            f"The claim of {claimed} holds only in part or only under some conditions",
+    holding = [v for v in tested if v.verdict in ("reproduced", "larger effect")]
+    if len(holding) == len(tested) and counts.get("reproduced", 0):
+        larger = counts.get("larger effect", 0)
+        verdict = "reproduced"
+        how = f"The claim of {claimed} holds in every tested condition" + (
+            f" ({larger} of them measured wholly above the claim times k)" if larger else ""
         )
+    elif len(holding) == len(tested):
+        verdict, how = "larger effect", f"Every tested condition measured wholly above the claimed {claimed} times k"
+    elif holding:
+        names = ", ".join(v.label for v in holding)
+        verdict, how = SOME_CONDITIONS, f"The claim of {claimed} holds only under some conditions: {names}"
     elif counts.get("inconclusive", 0):
         verdict, how = "inconclusive", f"No condition reproduced the claim of {claimed}, but some could not be decided"
     else:
-        verdict, how = "not reproduced", f"No tested condition shows the claimed {claimed}"
+        verdict = next(name for name in ("smaller effect", "no effect", "reversed") if counts.get(name))
+        how = {
+            "smaller effect": f"No tested condition reaches the claimed {claimed}; the largest real gain is smaller",
+            "no effect": f"No tested condition shows a gain beyond the no-difference margin, let alone {claimed}",
+            "reversed": f"Every tested condition is slower with the treatment, against a claimed {claimed}",
+        }[verdict]
     return ClaimVerdict(verdict, f"{how} ({tally} of {len(verdicts)}).{best_text}", counts, best)
 
 
@@ -217,19 +257,48 @@ def thresholds_for(values: pd.DataFrame, baselines: list[str], k: float, margin:
     return Thresholds(k=k, margin=noise[noisiest], margin_source=f"A/A noise of {noisiest}")
 
 
+GATE_ADVICE = {
+    "CPU steal": "run on a quieter host, raise analysis.gate_steal, or allow more retries (--retries)",
+    "busy host": "stop what else runs on the trial's CPUs, raise analysis.gate_busy, or allow more retries (--retries)",
+    "swap": "free memory on the host or allow more retries (--retries)",
+    "throttling": "cool or unthrottle the host, or allow more retries (--retries)",
+    "load errors": "fix what makes requests fail (server log), raise analysis.gate_errors, or allow more retries",
+    "load generator CPU": "give the load generator more CPU, raise analysis.gate_load_cpu, or allow more retries",
+}
+# A trial's status in the gate table: failed a gate and was not replaced (budget out, or the run stopped).
+EXCLUDED = "excluded"
+# Failed a gate; a later trial of the same variant, condition and repetition replaced it.
+REPLACED = "replaced"
+
+
+def replaced_counts(gate_rows: list[dict], variants: tuple[str, ...], condition: str | None = "") -> dict[str, int]:
+    """Gate -> how many trials of these variants under this condition (None: any) it made invalid
+    (replaced or excluded); a trial that failed two gates counts under each."""
+    counts: dict[str, int] = {}
+    for row in gate_rows:
+        if not row["passed"] and row["variant"] in variants and condition in (None, row["condition"]):
+            counts[row["gate"]] = counts.get(row["gate"], 0) + 1
+    return counts
+
+
 def invalid_reason(gate_rows: list[dict], baseline: str, treatment: str, condition: str = "") -> str | None:
-    """Why a pair's runs cannot be trusted: the first failed gate, and how many failed."""
-    failed = [
-        row
-        for row in gate_rows
-        if not row["passed"] and row["variant"] in (baseline, treatment) and row["condition"] == condition
-    ]
-    if not failed:
+    """Why a pair cannot be decided: trials that failed a validity gate and could not be replaced
+    (the retry budget ran out, or the run stopped first). Replaced trials do not count: the
+    verdict uses the valid trials that replaced them. The reason names the gate that failed
+    most, how often, its worst value against the limit, and what to change."""
+    own = [row for row in gate_rows if row["variant"] in (baseline, treatment) and row["condition"] == condition]
+    excluded = {(row["variant"], row["order"]) for row in own if row.get("status") == EXCLUDED}
+    if not excluded:
         return None
-    first = failed[0]
+    failed = [row for row in own if not row["passed"]]
+    counts = replaced_counts(own, (baseline, treatment), condition)
+    gate = max(counts, key=counts.get)
+    trials = len({(row["variant"], row["order"]) for row in own})
+    worst = max((row for row in failed if row["gate"] == gate), key=lambda row: row["value"])
     return (
-        f"{first['gate']} gate failed in run {first['run']} of {first['variant']}: {first['detail']}"
-        f" ({len(failed)} failed gate{'s' if len(failed) > 1 else ''} in this pair; {GATES})"
+        f"the {gate} gate failed in {counts[gate]} of {trials} trials of this pair (worst: {worst['detail']}; "
+        f"limit {worst['limit']:g}) and {len(excluded)} could not be replaced within the retry budget: "
+        f"{GATE_ADVICE.get(gate, 'allow more retries (--retries)')} ({GATES})"
     )
 
 
@@ -261,7 +330,7 @@ def cross_check(verdict: PairVerdict, line: str) -> str | None:
     )
 
 
-RUN_INVALID_RULE = "run invalid"
+RUN_INVALID_RULE = "retry budget exhausted"
 STRADDLE_RULE = "ci_low < claimed/k <= ci_high"
 
 
@@ -279,8 +348,8 @@ def decide(
 ) -> tuple[str, str, str, float | None]:
     """Apply the rules in order; return (verdict, rule, reason, fraction_of_claim).
 
-    fraction_of_claim is (measured - 1) / (claimed - 1), given only for a partial
-    reproduction, where it says how much of the claimed gain was found. `invalid` is why
+    fraction_of_claim is (measured - 1) / (claimed - 1), given only for a smaller effect,
+    where it says how much of the claimed gain was found. `invalid` is why
     the runs cannot be trusted (a failed validity gate); it makes the verdict inconclusive.
     """
     if not_applicable is not None:
@@ -303,10 +372,21 @@ def decide(
         return ("inconclusive", "no interval", "No ratio or interval could be computed from the measured values.", None)
 
     target = claimed / thresholds.k
+    above = claimed * thresholds.k
     floor = 1 + thresholds.margin
+    roof = 1 / floor  # the no-difference margin on the slower side
     interval = f"The {_percent(thresholds.confidence)} interval {_x(ci_low)}-{_x(ci_high)}"
     target_text = f"{_x(claimed)}/{thresholds.k:g} = {_x(target)}"
+    margin_text = f"the no-difference margin {_x(roof)}-{_x(floor)}"
 
+    if ci_low > above:
+        return (
+            "larger effect",
+            "ci_low > claimed*k",
+            f"{interval} lies wholly above {_x(claimed)}*{thresholds.k:g} = {_x(above)}: the treatment is better, "
+            f"but by {measured / claimed:.3g} times the claimed ratio: the claim's size is wrong too.",
+            None,
+        )
     if ci_low >= target:
         return (
             "reproduced",
@@ -314,25 +394,26 @@ def decide(
             f"{interval} reaches {target_text}: the measured gain of {_x(measured)} is within tolerance of the claim.",
             None,
         )
-    if ci_high < 1:
+    if ci_high < roof:
         return (
-            "not reproduced",
-            "ci_high < 1",
-            f"{interval} lies below 1x: the treatment is slower than the baseline, "
-            f"so the claim of {_x(claimed)} is contradicted.",
+            "reversed",
+            "ci_high < 1/(1 + margin)",
+            f"{interval} lies below {margin_text}: the treatment is significantly worse than the baseline, "
+            f"against a claimed {_x(claimed)}.",
             None,
         )
     if ci_high < target and ci_low <= floor:
         return (
-            "not reproduced",
+            "no effect",
             "ci_high < claimed/k and ci_low <= 1 + margin",
-            f"{interval} lies below {target_text} and does not clear {_x(floor)}: no real gain was measured.",
+            f"{interval} lies below {target_text} and reaches into {margin_text}: "
+            "no difference beyond the margin was measured.",
             None,
         )
     if ci_low > floor and ci_high < target:
         fraction = (measured - 1) / (claimed - 1)
         return (
-            "partially reproduced",
+            "smaller effect",
             "ci_low > 1 + margin and ci_high < claimed/k",
             f"{interval} lies below {target_text} but above {_x(floor)}: "
             f"the treatment is better, by {fraction:.0%} of the claimed gain.",

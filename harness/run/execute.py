@@ -14,7 +14,8 @@ import os
 import re
 import shlex
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
@@ -53,6 +54,10 @@ class TrialSetting:
     proxy_delay_ms: float | None = None
     # `harness run --cpus`: the only CPUs servers and load generators may use (see CpuSet.place).
     cpu_restriction: CpuSet | None = None
+    # A seam for tests, deliberately: trial -> a CPU steal share to add to the trial's readings
+    # (on the CPUs it was allowed to use), or None. Lets a test make chosen trials fail the steal
+    # gate through the real path (counters -> gates -> replacement). Never set by the CLI.
+    fake_steal: Callable[[Trial], float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,10 @@ class TrialOutput:
     # Per host: how its counters (remote.HostSession.counters) moved over the load window.
     host_changes: dict[str, dict[str, float]]
     host_cpus: dict[str, float]  # per host: number of CPUs, to turn steal ticks into a share
+    # Per machine (hosts sharing one kernel), keyed by the first such host: the CPUs the trial's
+    # processes were allowed to use there (None: any), the roles that ran there, the hosts, and
+    # whether the harness itself runs on it (see placement()).
+    placement: dict[str, dict] = field(default_factory=dict)
 
 
 def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> TrialOutput:
@@ -141,7 +150,11 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
                 )
             signals.check()
         involved = {server_host.name: server_session, client_host.name: client_session}
+        # The counters' own window (midpoint of each read to midpoint) is what their deltas cover;
+        # it is longer than the load's wall time by the reads around it, and the gates divide by it.
+        read_started = time.monotonic()
         counters_before = {name: session.counters() for name, session in involved.items()}
+        window_started = (read_started + time.monotonic()) / 2
         cpu_before = server_session.session_cpu_seconds(server) if server else 0.0
         harness_before = _own_cpu_seconds()
         started = time.monotonic()
@@ -179,10 +192,19 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         harness_cpu = _own_cpu_seconds() - harness_before
         load_done = True
         cpu_after = server_session.session_cpu_seconds(server) if server else 0.0
+        read_started = time.monotonic()
         counters_after = {name: session.counters() for name, session in involved.items()}
+        window = (read_started + time.monotonic()) / 2 - window_started
         if variant.result:
             # The receiving side's count replaces the load generator's values.
             stdouts, files = [_result_output(setting, variant, values, wall, trial, stem)], [f"{stem}-result.out"]
+        placement = _placement(setting, variant, server_host, client_host)
+        host_changes = {
+            name: {**_changes(counters_before[name], counters_after[name]), "window_seconds": window}
+            for name in involved
+        }
+        if setting.fake_steal is not None:
+            _add_fake_steal(host_changes, placement, setting.fake_steal(trial), window)
         output = TrialOutput(
             trial=trial,
             load_stdouts=tuple(stdouts),
@@ -191,8 +213,9 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
             server_cpu_seconds=cpu_after - cpu_before,
             harness_cpu_seconds=harness_cpu,
             wall_seconds=wall,
-            host_changes={name: _changes(counters_before[name], counters_after[name]) for name in involved},
+            host_changes=host_changes,
             host_cpus={name: counters_after[name].get("cpus", 1.0) for name in involved},
+            placement=placement,
         )
     except BaseException:
         with signals.deferred():  # the trial's own error is the one to report
@@ -394,16 +417,59 @@ def _split_load_cpu(stderr: str) -> tuple[str, float | None]:
 
 
 def _changes(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Counter deltas; steal in seconds. Gauges (cpus, ticks per second) are left out."""
-    changes = {
-        name: after[name] - before[name]
-        for name in after
-        if name in before and name not in ("cpus", "ticks_per_second", "steal_ticks", "busy_ticks")
-    }
-    for ticks, seconds in (("steal_ticks", "steal_seconds"), ("busy_ticks", "busy_seconds")):
-        if ticks in before and ticks in after:
-            changes[seconds] = (after[ticks] - before[ticks]) / after.get("ticks_per_second", 100.0)
+    """Counter deltas; every X_ticks becomes X_seconds. Gauges (cpus, ticks per second) are left out."""
+    tick = after.get("ticks_per_second", 100.0)
+    changes = {}
+    for name in after:
+        if name not in before or name in ("cpus", "ticks_per_second"):
+            continue
+        if name.endswith("_ticks"):
+            changes[name.removesuffix("_ticks") + "_seconds"] = (after[name] - before[name]) / tick
+        else:
+            changes[name] = after[name] - before[name]
     return changes
+
+
+_LOCAL_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _placement(setting: TrialSetting, variant: Variant, server_host: Host, client_host: Host) -> dict[str, dict]:
+    """Where the trial's processes could run, per machine: hosts with one kernel boot id are one
+    machine (lab hosts are namespaces of this one), so their CPUs and counters are shared."""
+    try:
+        local = _LOCAL_BOOT_ID.read_text().strip()
+    except OSError:
+        local = None
+    roles = ([("server", server_host, variant.server.cpus)] if variant.server else []) + [
+        ("load", client_host, variant.load.cpus)
+    ]
+    machines: dict[str, dict] = {}
+    for role, host, pinned in roles:
+        boot = setting.sessions[host.name].boot_id()
+        cpus = placed(pinned, setting.cpu_restriction)
+        machine = machines.setdefault(boot, {"host": host.name, "hosts": [], "roles": [], "cpus": []})
+        machine["hosts"] = list(dict.fromkeys([*machine["hosts"], host.name]))
+        machine["roles"].append(role)
+        # One unpinned process can run anywhere: the machine's CPUs are then all the trial's.
+        machine["cpus"] = None if cpus is None or machine["cpus"] is None else sorted({*machine["cpus"], *cpus})
+        machine["harness"] = boot == local
+    return {machine.pop("host"): machine for machine in machines.values()}
+
+
+def _add_fake_steal(host_changes: dict, placement: dict, share: float | None, wall: float) -> None:
+    """The test seam (TrialSetting.fake_steal): add `share` of the window as steal on every CPU
+    the trial could use, machine-wide too, as if the hypervisor had taken it."""
+    if not share:
+        return
+    for host, machine in placement.items():
+        changes = host_changes[host]
+        cpus = machine["cpus"]
+        if cpus is None:
+            cpus = [int(key[3:].split("_")[0]) for key in changes if key.startswith("cpu") and "_steal_" in key]
+        for cpu in cpus:
+            key = f"cpu{cpu}_steal_seconds"
+            changes[key] = changes.get(key, 0.0) + share * wall
+        changes["steal_seconds"] = changes.get("steal_seconds", 0.0) + share * wall * len(cpus)
 
 
 def _own_cpu_seconds() -> float:

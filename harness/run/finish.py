@@ -28,12 +28,14 @@ from harness.hosts.inventory import Host, Inventory
 from harness.results import report, store
 from harness.results.store import RunDirectory
 from harness.results.verdicts import (
+    CLAIM_RULE,
     ClaimVerdict,
     PairVerdict,
     claim_verdict,
     compare_pair,
     cross_check,
     invalid_reason,
+    replaced_counts,
     thresholds_for,
 )
 from harness.run import collect, preflight
@@ -56,7 +58,8 @@ PACKAGES = (
     "click",
     "rich",
 )
-GATE_COLUMNS = ["variant", "condition", "run", "gate", "value", "limit", "passed", "detail"]
+# status: valid, replaced (failed a gate; a later trial ran in its place) or excluded (failed, not replaced)
+GATE_COLUMNS = ["variant", "condition", "run", "order", "gate", "value", "limit", "passed", "status", "detail"]
 
 
 @dataclass
@@ -83,6 +86,8 @@ class RunOutcome:
     status: str
     verdicts: list[PairVerdict]
     claim_verdict: ClaimVerdict | None = None
+    replaced_trials: int = 0  # trials that failed a gate and were run again
+    invalid_by_gate: dict = field(default_factory=dict)  # gate -> trials it failed (replaced or not)
 
 
 def write_results(
@@ -96,25 +101,24 @@ def write_results(
     gathered: Gathered,
 ) -> RunOutcome:
     trials = gathered.trials
-    values = collect.values_frame(trials)
+    gate_rows = [row for trial in trials for row in collect.gates_for(spec, trial)]
+    rows_by_trial: dict[int, list[dict]] = {}
+    for row in gate_rows:
+        rows_by_trial.setdefault(row["order"], []).append(row)
+    status_by_order = collect.trial_status(rows_by_trial, trials)
+    for row in gate_rows:
+        row["status"] = status_by_order[row["order"]]
+    # The statistics see valid trials only; the others stay in the trial, cost and gate tables.
+    valid = [trial for trial in trials if status_by_order[trial.order] == "valid"]
+    values = collect.values_frame(valid)
     costs = collect.costs_frame(trials)
+    costs["status"] = [status_by_order[order] for order in costs["order"]]
     swept = len(plan.conditions) > 1
     for number, condition in enumerate(plan.conditions):
         for variant in plan.variants:
             collect.write_pyperf(
-                trials, variant, spec.claim.id, run.pyperf_file(variant, number if swept else None), condition.label
+                valid, variant, spec.claim.id, run.pyperf_file(variant, number if swept else None), condition.label
             )
-    gate_rows = [
-        row
-        for trial in trials
-        for row in collect.gates(
-            trial,
-            spec.analysis.gate_load_cpu,
-            spec.analysis.gate_steal,
-            spec.analysis.gate_errors,
-            has_server=spec.variants[trial.variant].server is not None,
-        )
-    ]
     run.write_tables(values, costs, pd.DataFrame(gate_rows, columns=GATE_COLUMNS))
     run.write_drift([asdict(item) for item in gathered.drift])
 
@@ -138,6 +142,18 @@ def write_results(
             verdicts.append(verdict)
             pyperf_lines.append(_pyperf_compare(run, pair, verdict, number if swept else None))
     summary_verdict = claim_verdict(verdicts)
+    replaced = {
+        (v.label): {
+            "gates": replaced_counts(gate_rows, (v.baseline, v.treatment), v.condition),
+            "replaced": sum(
+                status_by_order[trial.order] == "replaced"
+                for trial in trials
+                if trial.variant in (v.baseline, v.treatment) and trial.condition == v.condition
+            ),
+        }
+        for v in verdicts
+    }
+    replaced_total = sum(status == "replaced" for status in status_by_order.values())
     status = _status(gathered.error)
     conditions = describe_conditions(spec, hosts_by_role, plan, gathered)
     sweep = plan.profile.sweep
@@ -149,6 +165,8 @@ def write_results(
             better=spec.claim.better,
             status=status,
             sweep={key: list(values) for key, values in sweep.items()},
+            rule=CLAIM_RULE,
+            replaced_trials=replaced_total,
             **summary_verdict.as_dict(),
         )
     )
@@ -156,14 +174,32 @@ def write_results(
     run.write_verdicts(
         [
             _verdict_entry(
-                spec, v, condition_values[v.condition], thresholds_by_condition[v.condition], line, conditions
+                spec,
+                v,
+                condition_values[v.condition],
+                thresholds_by_condition[v.condition],
+                line,
+                conditions,
+                invalid_trials=replaced[v.label]["gates"],
+                replaced_trials=replaced[v.label]["replaced"],
             )
             for v, line in zip(verdicts, pyperf_lines, strict=True)
         ]
     )
     finished = now()
     manifest = _manifest(
-        spec, digest, experiment_path, inventory, hosts_by_role, plan, run, gathered, status, finished, costs
+        spec,
+        digest,
+        experiment_path,
+        inventory,
+        hosts_by_role,
+        plan,
+        run,
+        gathered,
+        status,
+        finished,
+        costs,
+        status_by_order,
     )
     run.write_manifest(manifest)
 
@@ -211,7 +247,14 @@ def write_results(
     run.write_report(html)
     # Last: the sha256 of every file the run wrote, for `harness verify`.
     run.write_manifest(store.Manifest(**{**manifest.__dict__, "file_sha256": run.digests()}))
-    return RunOutcome(run_dir=run.path, status=status, verdicts=verdicts, claim_verdict=summary_verdict)
+    return RunOutcome(
+        run_dir=run.path,
+        status=status,
+        verdicts=verdicts,
+        claim_verdict=summary_verdict,
+        replaced_trials=replaced_total,
+        invalid_by_gate=replaced_counts(gate_rows, tuple(plan.variants), None),
+    )
 
 
 def judge_pair(spec, values: pd.DataFrame, pair, **extra) -> PairVerdict:
@@ -246,7 +289,7 @@ COPIED_FROM_VERDICT = (
 
 
 def _verdict_entry(
-    spec, verdict: PairVerdict, condition: dict, thresholds, line: dict, conditions: dict
+    spec, verdict: PairVerdict, condition: dict, thresholds, line: dict, conditions: dict, **extra
 ) -> store.VerdictEntry:
     return store.VerdictEntry(
         claim_id=spec.claim.id,
@@ -262,6 +305,7 @@ def _verdict_entry(
         pyperf_note=line["note"],
         conditions=conditions,
         **{name: getattr(verdict, name) for name in COPIED_FROM_VERDICT},
+        **extra,
     )
 
 
@@ -393,7 +437,18 @@ def run_notes(spec, hosts_by_role, plan: Plan, gathered: Gathered) -> list[str]:
 
 
 def _manifest(
-    spec, digest, experiment_path, inventory, hosts_by_role, plan, run, gathered, status, finished, costs
+    spec,
+    digest,
+    experiment_path,
+    inventory,
+    hosts_by_role,
+    plan,
+    run,
+    gathered,
+    status,
+    finished,
+    costs,
+    status_by_order,
 ) -> store.Manifest:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -428,7 +483,14 @@ def _manifest(
             topology=gathered.topology or {},
             tools=gathered.tools or {},
         ),
-        trials={"planned": len(plan.trials), "most": plan.most_trials, "completed": len(gathered.trials)},
+        trials={
+            "planned": len(plan.trials),
+            "most": plan.most_trials,
+            "completed": len(gathered.trials),
+            # Failed a validity gate: run again (replaced) or not (excluded); see the gate table.
+            "replaced": sum(status == "replaced" for status in status_by_order.values()),
+            "excluded": sum(status == "excluded" for status in status_by_order.values()),
+        },
         order_seed=plan.seed,
         stopping=store.Stopping(
             minimum=plan.profile.stopping.minimum,
@@ -437,6 +499,8 @@ def _manifest(
             time_budget_s=plan.profile.stopping.budget_s,
             rounds=gathered.rounds,
             reason=gathered.stop_reason,
+            retries_per_variant=plan.retries_per_variant,
+            retries_total=plan.retries_total,
         ),
         harness_costs={
             "cpu_seconds": round(own.ru_utime + own.ru_stime, 3),

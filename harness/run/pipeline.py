@@ -30,6 +30,7 @@ from harness.run.execute import TrialSetting, run_trial
 from harness.run.finish import Gathered, RunOutcome, judge_pair, now, unique_hosts, write_results
 from harness.run.interrupt import NoSignals, StopSignals
 from harness.run.plan import Plan, make_plan
+from harness.run.profile import Retries
 
 # progress(event, info): "stage" {text}, "trials" {total}, "trial" {index, variant, seconds}
 Progress = Callable[[str, dict], None]
@@ -54,17 +55,22 @@ def run_experiment(
     seed: int | None = None,
     target_half_width: float | None = None,
     cpus: CpuSet | None = None,
+    retries: Retries | None = None,
+    fake_steal: Callable | None = None,
 ) -> RunOutcome:
     """Run an experiment; `seed` fixes the trial order (random and recorded when None),
     `target_half_width` overrides the experiment's adaptive target, `cpus` (--cpus "0", "0-1")
-    restricts servers and load generators to those CPUs."""
+    restricts servers and load generators to those CPUs, `retries` (--retries) overrides
+    analysis.retries. `fake_steal` is a seam for tests only (TrialSetting.fake_steal)."""
     spec, digest = spec_module.load_with_digest(experiment_path)
     inventory = load_inventory(inventory_path)
     inventory.hosts_for(spec.roles)  # a missing role fails before a run directory exists
-    plan = make_plan(spec, quick, seed if seed is not None else secrets.randbelow(2**31), target_half_width, cpus)
+    plan = make_plan(
+        spec, quick, seed if seed is not None else secrets.randbelow(2**31), target_half_width, cpus, retries
+    )
     run = RunDirectory.create(Path(out_dir), spec.claim.id)
     gathered = Gathered(started=now(), trials=[])
-    return _run(spec, digest, Path(experiment_path), inventory, plan, run, gathered, progress, signals)
+    return _run(spec, digest, Path(experiment_path), inventory, plan, run, gathered, progress, signals, fake_steal)
 
 
 def resume_experiment(
@@ -72,6 +78,7 @@ def resume_experiment(
     inventory_path: str | Path,
     progress: Progress | None = None,
     signals: StopSignals | None = None,
+    fake_steal: Callable | None = None,
 ) -> RunOutcome:
     """Finish the remaining trials of an interrupted or failed run, in its own directory,
     with its experiment (unchanged since: same sha256), profile, seed and stopping rule."""
@@ -96,10 +103,27 @@ def resume_experiment(
         cpus = CpuSet.parse(manifest.hosts.cpu_restriction) if manifest.hosts.cpu_restriction is not None else None
     except CpuListError as exc:
         raise HarnessError(f"{run.path}: its manifest's hosts.cpu_restriction {exc}") from None
-    plan = make_plan(spec, experiment.quick, manifest.order_seed, manifest.stopping.target_half_width, cpus)
+    stopping = manifest.stopping
+    retries = (
+        Retries(stopping.retries_per_variant, stopping.retries_total)
+        if stopping.retries_per_variant is not None
+        else None
+    )
+    plan = make_plan(spec, experiment.quick, manifest.order_seed, stopping.target_half_width, cpus, retries)
     trials = run.read_trials()
     gathered = Gathered(started=manifest.started or now(), trials=trials, resumed_trials=len(trials))
-    return _run(spec, digest, experiment_path, load_inventory(inventory_path), plan, run, gathered, progress, signals)
+    return _run(
+        spec,
+        digest,
+        experiment_path,
+        load_inventory(inventory_path),
+        plan,
+        run,
+        gathered,
+        progress,
+        signals,
+        fake_steal,
+    )
 
 
 def _run(
@@ -112,12 +136,13 @@ def _run(
     gathered: Gathered,
     progress: Progress | None,
     signals: StopSignals | None,
+    fake_steal: Callable | None = None,
 ) -> RunOutcome:
     progress = progress or (lambda event, info: None)
     signals = signals or NoSignals()
     hosts_by_role = inventory.hosts_for(spec.roles)
     try:
-        _measure(spec, experiment_path, inventory, hosts_by_role, plan, run, gathered, progress, signals)
+        _measure(spec, experiment_path, inventory, hosts_by_role, plan, run, gathered, progress, signals, fake_steal)
     except HarnessError as exc:
         gathered.error = exc
     except KeyboardInterrupt:  # a signal that came before our handler was installed
@@ -140,6 +165,7 @@ def _measure(
     gathered: Gathered,
     progress: Progress,
     signals: StopSignals,
+    fake_steal: Callable | None = None,
 ) -> None:
     hosts = unique_hosts(hosts_by_role)
     with ExitStack() as stack:
@@ -186,6 +212,7 @@ def _measure(
                 raw_dir=run.raw,
                 proxy_delay_ms=preflight.proxy_delay(spec, gathered.links),
                 cpu_restriction=plan.profile.cpus,
+                fake_steal=fake_steal,
             )
             progress("trials", {"total": plan.most_trials, "done": len(gathered.trials)})
 
@@ -224,36 +251,19 @@ def _run_rounds(
     record: Callable,
 ) -> None:
     """Run rounds of trials until the stopping rule is met; record why it stopped.
-    Trials already measured (a resumed run) are skipped; the seed gives the same rounds."""
+    Trials already measured (a resumed run) are skipped; the seed gives the same rounds.
+    After each round, trials that failed a validity gate are run again (_replace_invalid)."""
     stopping = plan.profile.stopping
     of = f"of {plan.most_trials}" if stopping.minimum == stopping.maximum else f"of up to {plan.most_trials}"
     done = {trial.order for trial in gathered.trials}
     started = time.monotonic()
     while True:
-        for trial in plan.round(gathered.rounds):
+        this_round = plan.round(gathered.rounds)
+        for trial in this_round:
             if trial.index in done:
                 continue
-            signals.check()
-            progress(
-                "trial_start", {"index": trial.index, "variant": trial.variant, "condition": trial.condition.label}
-            )
-            try:
-                output = run_trial(trial, setting, signals)
-            except Interrupted:
-                raise
-            except HarnessError as exc:
-                raise type(exc)(f"trial {trial.index + 1} {of} ({trial.variant}): {exc}") from None
-            measured = collect.measure(output, spec.variants[trial.variant].load.parser, spec.warmup_values)
-            record(measured)
-            progress(
-                "trial",
-                {
-                    "index": trial.index,
-                    "variant": trial.variant,
-                    "condition": trial.condition.label,
-                    "seconds": sum(measured.values) / len(measured.values),
-                },
-            )
+            _one_trial(spec, trial, setting, signals, progress, record, of)
+        _replace_invalid(spec, plan, this_round, setting, gathered, signals, progress, record, of)
         gathered.rounds += 1
         if gathered.rounds < stopping.minimum:
             continue
@@ -281,8 +291,70 @@ def _run_rounds(
         signals.check()
 
 
+def _one_trial(spec, trial, setting, signals, progress, record, of: str, replacing: int | None = None) -> store.Trial:
+    signals.check()
+    info = {"index": trial.index, "variant": trial.variant, "condition": trial.condition.label}
+    if replacing is not None:
+        info["replaces"] = replacing
+    progress("trial_start", info)
+    try:
+        output = run_trial(trial, setting, signals)
+    except Interrupted:
+        raise
+    except HarnessError as exc:
+        shown = f"trial {trial.index + 1} {of}" if replacing is None else f"trial {trial.index + 1} (a replacement)"
+        raise type(exc)(f"{shown} ({trial.variant}): {exc}") from None
+    measured = collect.measure(output, spec.variants[trial.variant].load.parser, spec.warmup_values)
+    record(measured)
+    failed = [row["gate"] for row in collect.gates_for(spec, measured) if not row["passed"]]
+    progress("trial", {**info, "seconds": sum(measured.values) / len(measured.values), "failed_gates": failed})
+    return measured
+
+
+def _replace_invalid(spec, plan: Plan, this_round, setting, gathered: Gathered, signals, progress, record, of) -> None:
+    """Run again, in the round's order, every trial of this round whose variant and condition
+    has no trial that passed every gate, while the retry budget lasts (per variant and
+    condition: plan.retries_per_variant; in the run: plan.retries_total). The failed trials
+    stay in the trial and gate tables; the statistics use the valid ones only. Replacements
+    are numbered after every planned trial, so a resumed run finds them by their order."""
+    while True:  # one pass per loop: each slot still lacking a valid trial, in the round's order
+        valid = _valid_slots(spec, gathered.trials)
+        ran_orders = {m.order for m in gathered.trials}
+        lacking = [
+            trial
+            for trial in this_round
+            # A planned trial that never ran (the run stopped first) has nothing to replace.
+            if trial.index in ran_orders and (trial.variant, trial.condition.label, trial.repetition) not in valid
+        ]
+        ran = False
+        for trial in lacking:
+            extra = [m for m in gathered.trials if m.order >= plan.most_trials]
+            used = sum(m.variant == trial.variant and m.condition == trial.condition.label for m in extra)
+            if used >= plan.retries_per_variant or len(extra) >= plan.retries_total:
+                continue
+            index = max(plan.most_trials - 1, *(m.order for m in gathered.trials)) + 1
+            _one_trial(spec, plan.replacement(trial, index), setting, signals, progress, record, of, trial.index)
+            ran = True
+        if not ran:
+            return
+
+
+def _valid_slots(spec, trials: list[store.Trial]) -> set[tuple[str, str, int]]:
+    """(variant, condition, repetition) of every trial that passed all its gates."""
+    return {
+        (m.variant, m.condition, m.repetition)
+        for m in trials
+        if all(row["passed"] for row in collect.gates_for(spec, m))
+    }
+
+
+def valid_trials(spec, trials: list[store.Trial]) -> list[store.Trial]:
+    """The trials that passed every gate: the only ones the statistics see."""
+    return [m for m in trials if all(row["passed"] for row in collect.gates_for(spec, m))]
+
+
 def _half_widths(spec, plan: Plan, trials: list[store.Trial]) -> dict[tuple[str, str], float | None]:
-    values = collect.values_frame(trials)
+    values = collect.values_frame(valid_trials(spec, trials))
     widths = {}
     for condition in plan.conditions:
         own = values[values["condition"] == condition.label]

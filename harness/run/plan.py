@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass, field
 
 from harness.cpuset import CpuSet
-from harness.run.profile import Profile, resolve_profile
+from harness.run.profile import Profile, Retries, resolve_profile
 from harness.run.spec import ExperimentSpec
 
 
@@ -75,6 +75,22 @@ class Plan:
     def most_trials(self) -> int:
         return self.profile.stopping.maximum * self.trials_per_round
 
+    @property
+    def retries_per_variant(self) -> int:
+        """Trials that failed a gate that may be run again, per variant and condition."""
+        return self.profile.retries.per_variant
+
+    @property
+    def retries_total(self) -> int:
+        """... and in the whole run: the profile's, else half the most trials, at least 8."""
+        total = self.profile.retries.total
+        return total if total is not None else max(8, self.most_trials // 2)
+
+    def replacement(self, failed: Trial, index: int) -> Trial:
+        """A trial that runs `failed` again: same variant, repetition and condition; `index` is
+        its own position in the run, after every planned one (so raw files never collide)."""
+        return Trial(index, failed.variant, failed.repetition, failed.condition)
+
     def parameters_for(self, trial: Trial) -> dict:
         """The values a trial's {placeholders} take: fixed parameters plus its condition's."""
         return {**self.profile.parameters, **trial.condition.as_dict()}
@@ -98,10 +114,15 @@ def conditions(sweep: dict[str, list]) -> tuple[Condition, ...]:
 
 
 def make_plan(
-    spec: ExperimentSpec, quick: bool, seed: int, target: float | None = None, cpus: CpuSet | None = None
+    spec: ExperimentSpec,
+    quick: bool,
+    seed: int,
+    target: float | None = None,
+    cpus: CpuSet | None = None,
+    retries: Retries | None = None,
 ) -> Plan:
-    """The plan of a run with the full or quick profile; `target` and `cpus` come from the
-    command line (or, on resume, from the manifest of the run)."""
+    """The plan of a run with the full or quick profile; `target`, `cpus` and `retries` come
+    from the command line (or, on resume, from the manifest of the run)."""
     variants = tuple(dict.fromkeys(name for pair in spec.pairs for name in (pair.baseline, pair.treatment)))
-    profile = resolve_profile(spec, quick, target, cpus)
+    profile = resolve_profile(spec, quick, target, cpus, retries)
     return Plan(variants=variants, profile=profile, seed=seed, conditions=conditions(profile.sweep))

@@ -25,6 +25,26 @@ class Stopping:
 
 
 @dataclass(frozen=True)
+class Retries:
+    """How many trials that failed a validity gate may be run again: per variant and
+    condition, and in the whole run (None: half the run's most trials, at least 8)."""
+
+    per_variant: int
+    total: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Retries:
+        """`--retries N` or `--retries N,TOTAL`; ValueError with what is wrong."""
+        parts = [part.strip() for part in text.split(",")]
+        if len(parts) > 2 or not all(part.isdigit() for part in parts):
+            raise ValueError(f"{text!r} is not N or N,TOTAL (whole numbers of retries)")
+        return cls(int(parts[0]), int(parts[1]) if len(parts) == 2 else None)
+
+    def __str__(self) -> str:
+        return f"{self.per_variant}" + (f",{self.total}" if self.total is not None else "")
+
+
+@dataclass(frozen=True)
 class Profile:
     """The experiment as one run uses it: the full or the quick profile, with the command
     line's overrides applied. Resolved once (resolve_profile); the plan carries it."""
@@ -34,6 +54,7 @@ class Profile:
     sweep: dict[str, list]  # swept placeholders: quick's lists replace the full ones
     stopping: Stopping
     cpus: CpuSet | None = None  # `harness run --cpus`: the only CPUs servers and load generators may use
+    retries: Retries = Retries(4)  # analysis.retries, or `harness run --retries`
 
     @property
     def repetitions(self) -> int:
@@ -42,11 +63,16 @@ class Profile:
 
 
 def resolve_profile(
-    spec: ExperimentSpec, quick: bool, target: float | None = None, cpus: CpuSet | None = None
+    spec: ExperimentSpec,
+    quick: bool,
+    target: float | None = None,
+    cpus: CpuSet | None = None,
+    retries: Retries | None = None,
 ) -> Profile:
-    """The full or quick profile; `target` (from the command line) overrides the experiment's
-    adaptive target. A full run repeats adaptively up to adaptive.max_repetitions; a quick
-    run does its quick.repetitions only, unless quick.max_repetitions lets it go on."""
+    """The full or quick profile; `target` and `retries` (from the command line) override the
+    experiment's adaptive target and analysis.retries. A full run repeats adaptively up to
+    adaptive.max_repetitions; a quick run does its quick.repetitions only, unless
+    quick.max_repetitions lets it go on."""
     adaptive = spec.adaptive
     parameters = dict(spec.parameters)
     sweep = {key: list(values) for key, values in spec.sweep.items()}
@@ -61,4 +87,5 @@ def resolve_profile(
     stopping = Stopping(
         minimum=minimum, maximum=max(minimum, maximum), target=target or adaptive.target_half_width, budget_s=budget
     )
-    return Profile(quick=quick, parameters=parameters, sweep=sweep, stopping=stopping, cpus=cpus)
+    retries = retries or Retries(spec.analysis.retries.per_variant, spec.analysis.retries.total)
+    return Profile(quick=quick, parameters=parameters, sweep=sweep, stopping=stopping, cpus=cpus, retries=retries)

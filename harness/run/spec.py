@@ -201,6 +201,15 @@ class Adaptive(Model):
     time_budget_s: Annotated[float, Field(gt=0, le=86400)] = 1800.0  # seconds of trials
 
 
+class Retries(Model):
+    """How many trials that failed a validity gate may be run again (README, "Validity gates")."""
+
+    # Replacements per variant and condition; a noisy VM fails a steal gate in a few trials of each.
+    per_variant: Annotated[int, Field(ge=0, le=1000)] = 4
+    # Replacements in the whole run; None: half the run's most trials, at least 8.
+    total: Annotated[int, Field(ge=0, le=100000)] | None = None
+
+
 class Analysis(Model):
     """How verdicts are decided; see the README's verdict rules."""
 
@@ -209,6 +218,9 @@ class Analysis(Model):
     gate_load_cpu: Annotated[float, Field(gt=0, le=1)] = 0.95  # load generator share of a core that saturates it
     gate_steal: Annotated[float, Field(ge=0, le=1)] = 0.05  # CPU steal share of the window that invalidates a run
     gate_errors: Annotated[float, Field(ge=0, le=1)] = 0.01  # share of failed requests that invalidates a run
+    # Share of the trial's CPUs' time used by neither server nor load generator (nor the harness).
+    gate_busy: Annotated[float, Field(ge=0, le=1)] = 0.25
+    retries: Retries = Retries()
 
 
 class Quick(Model):

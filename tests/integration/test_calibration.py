@@ -21,6 +21,8 @@ pytestmark = pytest.mark.integration
 CALIBRATION = ROOT / "experiments" / "calibration"
 AA = CALIBRATION / "aa.yaml"
 KNOWN_EFFECT = CALIBRATION / "known_effect.yaml"
+SMALLER_EFFECT = CALIBRATION / "smaller_effect.yaml"
+REVERSED = CALIBRATION / "reversed.yaml"
 TOLERANCE = 1.01  # how far an interval may miss the true ratio before the test fails (see below)
 
 
@@ -39,11 +41,14 @@ def quick_run(experiment, out):
 
 
 def test_validate_accepts_both_calibration_files():
-    result = run_harness("validate", AA.relative_to(ROOT), KNOWN_EFFECT.relative_to(ROOT), cwd=ROOT)
+    files = [path.relative_to(ROOT) for path in (AA, KNOWN_EFFECT, SMALLER_EFFECT, REVERSED)]
+    result = run_harness("validate", *files, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         "experiments/calibration/aa.yaml: ok (calibration_aa, 2 variants, 1 pairs)",
         "experiments/calibration/known_effect.yaml: ok (calibration_known_effect, 2 variants, 1 pairs)",
+        "experiments/calibration/smaller_effect.yaml: ok (calibration_smaller_effect, 2 variants, 1 pairs)",
+        "experiments/calibration/reversed.yaml: ok (calibration_reversed, 2 variants, 1 pairs)",
     ]
     assert result.stderr == ""
 
@@ -52,7 +57,7 @@ def test_a_a_finds_no_difference(tmp_path):
     # The file claims 2x for two identical variants: a false claim the run must reject.
     verdict = quick_run(AA, tmp_path / "aa")
     assert verdict["claim_id"] == "calibration_aa" and verdict["claimed_ratio"] == 2.0
-    assert verdict["verdict"] == "not reproduced", verdict["reason"]
+    assert verdict["verdict"] == "no effect", verdict["reason"]
     # A 95% interval misses the true value one time in twenty by design; a test that must
     # not fail by chance allows the interval to fall short of 1.0 by 1%.
     assert verdict["ci_low"] / TOLERANCE <= 1.0 <= verdict["ci_high"] * TOLERANCE, verdict
@@ -64,3 +69,19 @@ def test_known_effect_is_found(tmp_path):
     assert verdict["claim_id"] == "calibration_known_effect" and verdict["claimed_ratio"] == 2.0
     assert verdict["verdict"] == "reproduced", verdict["reason"]
     assert verdict["ci_low"] / TOLERANCE <= 2.0 <= verdict["ci_high"] * TOLERANCE, verdict
+
+
+def test_a_smaller_known_effect_reads_smaller_effect(tmp_path):
+    # The treatment does 1/1.3 of the baseline's work: a true 1.3x against a claimed 3x.
+    verdict = quick_run(SMALLER_EFFECT, tmp_path / "smaller")
+    assert verdict["claimed_ratio"] == 3.0
+    assert verdict["verdict"] == "smaller effect", verdict["reason"]
+    assert verdict["ci_low"] / TOLERANCE <= 1.3 <= verdict["ci_high"] * TOLERANCE, verdict
+    assert "of the claimed gain" in verdict["reason"]
+
+
+def test_a_reversed_known_effect_reads_reversed(tmp_path):
+    # The "treatment" does twice the baseline's work: a true 0.5x against a claimed 2x.
+    verdict = quick_run(REVERSED, tmp_path / "reversed")
+    assert verdict["verdict"] == "reversed", verdict["reason"]
+    assert verdict["ci_low"] / TOLERANCE <= 0.5 <= verdict["ci_high"] * TOLERANCE, verdict

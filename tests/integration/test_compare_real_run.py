@@ -29,7 +29,7 @@ def clean(real_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def slower_treatment(real_run, tmp_path_factory):
     """The same on "another kernel" with a CPU restriction, the treatment 1.5x slower instead
-    of 2x faster: the verdict flips to "not reproduced" and the ratio is 3x lower."""
+    of 2x faster: the verdict flips to "reversed" and the ratio is 3x lower."""
     return derived_run(
         real_run.run_dir,
         tmp_path_factory.mktemp("derived"),
@@ -72,7 +72,7 @@ def test_real_runs_show_the_flip_the_difference_and_the_environment(clean, slowe
     (row,) = comparison.rows
     assert (row.claim_id, row.pair_name, row.condition) == (CLAIM, "known_effect", "")
     reference, other = row.cells
-    assert reference.verdict == "reproduced" and other.verdict == "not reproduced"
+    assert reference.verdict == "reproduced" and other.verdict == "reversed"
     assert other.flipped and not reference.flipped
     assert other.difference.significant and other.difference.high < 1
     # The difference is the ratio of the two runs' recorded ratios: about (2/3) / 2.
@@ -111,7 +111,7 @@ def test_cli_compare_writes_the_page_and_the_json(clean, slower_treatment, tmp_p
     assert result.stderr == ""
     lines = result.stdout.splitlines()
     assert re.fullmatch(
-        rf"{CLAIM} known_effect: run 1: reproduced [12]\.\d\dx  run 2: not reproduced 0\.\d\dx "
+        rf"{CLAIM} known_effect: run 1: reproduced [12]\.\d\dx  run 2: reversed 0\.\d\dx "
         r"\(flipped\) \(significant difference\)",
         lines[0],
     ), lines[0]

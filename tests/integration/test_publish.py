@@ -73,7 +73,7 @@ def test_site_json_is_the_index_data(site, published_runs):
     assert data["kind"] == "harness site" and data["format_version"] == 1
     by_id = {run["run_id"]: run for run in data["runs"]}
     other = by_id[published_runs["other_host"].name]
-    assert other["host"] == "otherhost" and other["overall_verdict"] == "not reproduced"
+    assert other["host"] == "otherhost" and other["overall_verdict"] == "reversed"
     assert by_id["synthetic-20260101"]["overall_verdict"] == "mixed"
     assert [v["condition_label"] for v in by_id["synthetic-20260101"]["verdicts"]] == [
         "connections=1",

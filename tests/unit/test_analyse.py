@@ -70,12 +70,12 @@ def test_not_applicable_wins_over_an_invalid_run():
 def test_rule_2_an_invalid_run_is_inconclusive_with_its_reason():
     why = "the load generator used 97% of a core while the server had headroom (run 3 of nginx_sendfile_on)"
     verdict, rule, reason, fraction = decide(3.5, 4.0, 3.9, 4.1, 5, 5, T, invalid=why)
-    assert (verdict, rule, reason, fraction) == ("inconclusive", "run invalid", why, None)
+    assert (verdict, rule, reason, fraction) == ("inconclusive", "retry budget exhausted", why, None)
 
 
 def test_rule_2_an_invalid_run_comes_before_the_run_count():
     verdict, rule, *_ = decide(3.5, 4.0, 3.9, 4.1, 1, 1, T, invalid="CPU steal 12%")
-    assert rule == "run invalid"
+    assert rule == "retry budget exhausted"
 
 
 def test_rule_3_too_few_runs_is_inconclusive_even_with_a_clear_interval():
@@ -97,30 +97,47 @@ def test_rule_4_just_below_claim_over_k_is_not_reproduced():
     assert verdict != "reproduced"
 
 
-def test_rule_5_slower_treatment_contradicts_the_claim():
+def test_larger_effect_when_the_interval_lies_wholly_above_claim_times_k():
+    # TCP_NODELAY against Nagle: claimed 40x, measured 379x [349, 403].
+    verdict, rule, reason, fraction = decide(40, 379, 349, 403, 5, 5, T)
+    assert (verdict, rule, fraction) == ("larger effect", "ci_low > claimed*k", None)
+    assert "40x*1.25 = 50x" in reason and "claim's size is wrong" in reason
+
+
+def test_an_interval_reaching_down_to_claim_times_k_is_still_reproduced():
+    assert decide(40, 60, 50, 70, 5, 5, T)[0] == "reproduced"
+    assert decide(40, 60, 50.01, 70, 5, 5, T)[0] == "larger effect"
+
+
+def test_rule_5_slower_treatment_is_reversed():
     verdict, rule, reason, fraction = decide(3.5, 0.5, 0.45, 0.55, 5, 5, T)
-    assert verdict == "not reproduced"
-    assert rule == "ci_high < 1"
-    assert "slower" in reason and "contradicted" in reason
+    assert verdict == "reversed"
+    assert rule == "ci_high < 1/(1 + margin)"
+    assert "significantly worse" in reason
     assert fraction is None
 
 
-def test_rule_6_no_real_gain():
+def test_slower_only_within_the_margin_is_no_effect_not_reversed():
+    # 1/1.05 = 0.952: an interval ending at 0.96 is worse by less than the margin.
+    assert decide(3.5, 0.93, 0.90, 0.96, 5, 5, T)[0] == "no effect"
+    assert decide(3.5, 0.92, 0.90, 0.95, 5, 5, T)[0] == "reversed"
+
+
+def test_rule_6_no_effect():
     verdict, rule, reason, _ = decide(3.5, 1.02, 0.98, 1.06, 5, 5, T)
-    assert verdict == "not reproduced"
+    assert verdict == "no effect"
     assert rule == "ci_high < claimed/k and ci_low <= 1 + margin"
-    assert "no real gain" in reason
-    assert "contradicted" not in reason
+    assert "no difference beyond the margin" in reason and "0.952x-1.05x" in reason
 
 
-def test_rule_6_interval_touching_the_margin_counts_as_no_gain():
+def test_rule_6_interval_touching_the_margin_counts_as_no_effect():
     verdict, *_ = decide(3.5, 1.2, 1.05, 1.3, 5, 5, T)
-    assert verdict == "not reproduced"
+    assert verdict == "no effect"
 
 
-def test_rule_7_partial_reports_the_fraction_of_the_claimed_gain():
+def test_rule_7_smaller_effect_reports_the_fraction_of_the_claimed_gain():
     verdict, rule, reason, fraction = decide(3.5, 2.0, 1.9, 2.2, 5, 5, T)
-    assert verdict == "partially reproduced"
+    assert verdict == "smaller effect"
     assert rule == "ci_low > 1 + margin and ci_high < claimed/k"
     assert fraction == pytest.approx(0.4)
     assert reason == (
@@ -170,12 +187,20 @@ def test_missing_interval_with_enough_runs_is_inconclusive():
 
 def test_k_and_margin_come_from_thresholds():
     strict = Thresholds(k=1.0, margin=0.5)
-    assert decide(3.5, 3.0, 2.8, 3.2, 5, 5, strict)[0] == "partially reproduced"
-    assert decide(3.5, 1.4, 1.3, 1.5, 5, 5, strict)[0] == "not reproduced"
+    assert decide(3.5, 3.0, 2.8, 3.2, 5, 5, strict)[0] == "smaller effect"
+    assert decide(3.5, 1.4, 1.3, 1.5, 5, 5, strict)[0] == "no effect"
+    assert decide(3.5, 3.6, 3.55, 3.7, 5, 5, strict)[0] == "larger effect"
 
 
 def test_every_verdict_is_a_known_one():
-    cases = [(3.5, 4, 3.9, 4.1), (3.5, 0.5, 0.4, 0.6), (3.5, 1.0, 0.9, 1.1), (3.5, 2.0, 1.9, 2.1), (3.5, 2.0, 1.0, 4.0)]
+    cases = [
+        (3.5, 4, 3.9, 4.1),
+        (3.5, 0.5, 0.4, 0.6),
+        (3.5, 1.0, 0.9, 1.1),
+        (3.5, 2.0, 1.9, 2.1),
+        (3.5, 2.0, 1.0, 4.0),
+        (3.5, 10, 9, 11),
+    ]
     found = {decide(*case, 5, 5, T)[0] for case in cases}
     assert found == set(VERDICTS) - {"not applicable"}
 
@@ -198,9 +223,9 @@ def test_measured_ratio_and_interval_for_a_2x_gain(twice_as_fast):
     assert result.confidence == 0.95
 
 
-def test_2x_gain_against_a_35x_claim_is_partial(twice_as_fast):
+def test_2x_gain_against_a_35x_claim_is_a_smaller_effect(twice_as_fast):
     result = compare(twice_as_fast, claimed=3.5)
-    assert result.verdict == "partially reproduced"
+    assert result.verdict == "smaller effect"
     assert result.fraction_of_claim == pytest.approx(0.4)
 
 
@@ -208,11 +233,18 @@ def test_2x_gain_against_a_2x_claim_is_reproduced(twice_as_fast):
     assert compare(twice_as_fast, claimed=2.0).verdict == "reproduced"
 
 
-def test_slower_treatment_is_not_reproduced_and_contradicted(twice_as_fast):
+def test_slower_treatment_is_reversed(twice_as_fast):
     result = compare(twice_as_fast, claimed=3.5, baseline="sendfile", treatment="readwrite")
     assert result.measured_ratio == pytest.approx(0.5)
-    assert result.verdict == "not reproduced"
-    assert "contradicted" in result.reason
+    assert result.verdict == "reversed"
+    assert "significantly worse" in result.reason
+
+
+def test_sendfile_nginx_at_135x_against_35x_is_a_smaller_effect():
+    # The case: nginx 1.35x [1.23, 1.47] against a claimed 3.5x.
+    verdict, _, reason, fraction = decide(3.5, 1.35, 1.23, 1.47, 5, 5, T)
+    assert verdict == "smaller effect" and fraction == pytest.approx(0.14)
+    assert "14% of the claimed gain" in reason
 
 
 def test_two_runs_are_inconclusive():
@@ -307,7 +339,7 @@ def test_higher_confidence_widens_the_interval():
 
 def test_invalid_is_passed_through_and_the_measurement_kept(twice_as_fast):
     result = compare(twice_as_fast, claimed=2.0, invalid="swap: 4096 pages swapped in run 2 of sendfile")
-    assert (result.verdict, result.rule) == ("inconclusive", "run invalid")
+    assert (result.verdict, result.rule) == ("inconclusive", "retry budget exhausted")
     assert result.reason == "swap: 4096 pages swapped in run 2 of sendfile"
     assert result.measured_ratio == pytest.approx(2.0)
     assert result.ci_low < 2.0 < result.ci_high
@@ -339,7 +371,7 @@ def test_as_dict_is_json_ready(twice_as_fast):
     data = compare(twice_as_fast, claimed=3.5).as_dict()
     assert json.loads(json.dumps(data)) == data
     assert type(data["ci_low"]) is float and type(data["n_baseline"]) is int
-    assert data["verdict"] == "partially reproduced"
+    assert data["verdict"] == "smaller effect"
 
 
 def test_as_dict_has_half_width_and_runs_needed():

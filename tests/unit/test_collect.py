@@ -8,7 +8,16 @@ import pytest
 
 from harness.errors import TrialError
 from harness.results import store
-from harness.run.collect import GIB, costs_frame, gates, measure, parse_fetch_json, values_frame, write_pyperf
+from harness.run.collect import (
+    GIB,
+    costs_frame,
+    gates,
+    measure,
+    parse_fetch_json,
+    trial_status,
+    values_frame,
+    write_pyperf,
+)
 from harness.run.execute import TrialOutput
 from harness.run.plan import Trial
 
@@ -135,3 +144,69 @@ def test_without_a_server_the_load_commands_cpu_is_not_a_fault():
     busy = dataclasses.replace(measure(output(), "fetch_json", warmup_values=1), client_cpu_seconds=1.1)
     assert "load generator CPU" in {row["gate"] for row in gates(busy, 0.95, 0.05)}
     assert "load generator CPU" not in {row["gate"] for row in gates(busy, 0.95, 0.05, has_server=False)}
+
+
+# --- gates on the trial's CPUs: steal and busy host --------------------------------------
+
+
+def per_cpu(steal=(0.0, 0.0), process=(0.0, 0.0)):
+    """host_changes for a 2-CPU host: per-CPU steal and process seconds, machine-wide steal too."""
+    changes = {"steal_seconds": sum(steal)}
+    for cpu, (stolen, work) in enumerate(zip(steal, process, strict=True)):
+        changes[f"cpu{cpu}_steal_seconds"] = stolen
+        changes[f"cpu{cpu}_process_seconds"] = work
+    return {"h": changes}
+
+
+def placed_trial(placement, **changes):
+    measurement = measure(output(**changes), "fetch_json", 1)
+    return dataclasses.replace(measurement, placement=placement)
+
+
+SERVER_ON_0 = {"h": {"cpus": [0], "roles": ["server"], "hosts": ["h"], "harness": False}}
+BOTH = {"h": {"cpus": None, "roles": ["server", "load"], "hosts": ["h"], "harness": True}}
+
+
+def test_steal_is_taken_on_the_trials_cpus_not_machine_wide():
+    # 0.33 s stolen on CPU 1 only: 15% machine-wide, 0% on the server's CPU 0.
+    trial = placed_trial(SERVER_ON_0, host_changes=per_cpu(steal=(0.0, 0.33)))
+    steal = {row["gate"]: row for row in gates(trial, 0.95, 0.05)}["CPU steal"]
+    assert steal["passed"] and steal["value"] == 0.0 and "CPU 0" in steal["detail"]
+    trial = placed_trial(SERVER_ON_0, host_changes=per_cpu(steal=(0.11, 0.0)))
+    steal = {row["gate"]: row for row in gates(trial, 0.95, 0.05)}["CPU steal"]
+    assert not steal["passed"] and steal["value"] == pytest.approx(0.1)
+
+
+def test_busy_host_counts_work_neither_server_load_generator_nor_harness_did():
+    # Server 1.5 s + client 0.12 s + harness 0.01 s on both CPUs over 1.1 s; 2.0 s were busy.
+    trial = placed_trial(BOTH, host_changes=per_cpu(process=(1.1, 0.9)))
+    busy = {row["gate"]: row for row in gates(trial, 0.95, 0.05, busy_limit=0.25)}["busy host"]
+    assert busy["value"] == pytest.approx((2.0 - 1.63) / 2.2)
+    assert busy["passed"]
+    # A hog takes 1.1 s more on CPU 0: (3.1 - 1.63) / 2.2 = 67% of the trial's CPUs.
+    hogged = placed_trial(BOTH, host_changes=per_cpu(process=(2.2, 0.9)))
+    busy = {row["gate"]: row for row in gates(hogged, 0.95, 0.05, busy_limit=0.25)}["busy host"]
+    assert not busy["passed"] and busy["value"] == pytest.approx(1.47 / 2.2)
+    assert "CPUs 0,1" in busy["detail"] and "1.47 CPU s" in busy["detail"]
+
+
+def test_busy_host_only_looks_at_the_pinned_cpus():
+    # The server pinned to CPU 0 spent 1.1 s there; CPU 1 was full of other work: not the trial's CPU.
+    trial = placed_trial(SERVER_ON_0, host_changes=per_cpu(process=(1.1, 1.1)), server_cpu=1.1)
+    busy = {row["gate"]: row for row in gates(trial, 0.95, 0.05)}["busy host"]
+    assert busy["passed"] and busy["value"] == 0.0
+
+
+def test_a_trial_recorded_without_placement_has_no_busy_gate_and_machine_wide_steal():
+    results = gate_results(host_changes=per_cpu(steal=(0.0, 0.33)))
+    assert "busy host" not in results
+    assert results["CPU steal"]["value"] == pytest.approx(0.15)
+
+
+def test_trial_status_replaced_excluded_valid():
+    trials = [
+        dataclasses.replace(measure(output(repetition=r), "fetch_json", 1), order=order, repetition=r)
+        for order, r in ((0, 0), (1, 1), (5, 0))
+    ]
+    rows = {0: [{"passed": False}], 1: [{"passed": False}], 5: [{"passed": True}]}
+    assert trial_status(rows, trials) == {0: "replaced", 1: "excluded", 5: "valid"}

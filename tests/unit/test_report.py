@@ -110,8 +110,8 @@ def test_claim_statement_is_escaped(context):
 def test_report_shows_verdict_ratio_interval_rule_and_reason(context, verdicts):
     verdict = verdicts[0]
     html = render_report(context, TEMPLATES)
-    assert verdict.verdict == "partially reproduced"
-    assert 'class="badge partially-reproduced">partially reproduced<' in html
+    assert verdict.verdict == "smaller effect"
+    assert 'class="badge smaller-effect">smaller effect<' in html
     assert ratio(verdict.measured_ratio) in html
     assert f"{ratio(verdict.ci_low)} &ndash; {ratio(verdict.ci_high)}" in html
     assert "3.50x" in html
@@ -277,16 +277,23 @@ def test_gates_are_counted_once_per_gate(context):
     gates = _section(render_report(context, TEMPLATES), "Validity gates")
     summary = gates.split("</table>", 1)[0]
     assert summary.count("<td>load generator CPU</td>") == 1 and summary.count("<td>swap</td>") == 1
-    assert re.search(r"<td>load generator CPU</td><td>0.9000</td>\s*<td[^>]*>1</td>\s*<td[^>]*>2</td>", summary)
-    assert re.search(r"<td>swap</td><td>0</td>\s*<td[^>]*>2</td>\s*<td[^>]*>0</td>", summary)
+    # limit, median, worst, passed, failed
+    assert re.search(
+        r"<td>load generator CPU</td><td>0.9000</td>\s*<td[^>]*>0.9500</td><td[^>]*>0.9700</td>"
+        r"\s*<td[^>]*>1</td>\s*<td[^>]*>2</td>",
+        summary,
+    )
+    assert re.search(
+        r"<td>swap</td><td>0</td>\s*<td[^>]*>0</td><td[^>]*>0</td>\s*<td[^>]*>2</td>\s*<td[^>]*>0</td>", summary
+    )
 
 
 def test_failed_gates_are_listed_with_their_detail_escaped(context):
     gates = _section(render_report(context, TEMPLATES), "Validity gates")
-    failed = gates.split("<h3>Failed gates</h3>", 1)[1]
-    assert failed.count("<tr><td>sendfile</td>") == 2
-    assert "<td>load generator 97% of a core &lt;b&gt;saturated&lt;/b&gt;</td>" in failed
-    assert "0.9700" in failed and "server 40%" in failed
+    failed = gates.split("<h3>Trials that failed a gate (2: 0 replaced)</h3>", 1)[1]
+    assert failed.count("<td>sendfile</td>") == 2
+    assert "<td>load generator CPU: load generator 97% of a core &lt;b&gt;saturated&lt;/b&gt;</td>" in failed
+    assert "server 40%" in failed
     assert "swapped" not in failed and "readwrite" not in failed  # passed gates are only counted
 
 
@@ -294,7 +301,7 @@ def test_passed_gates_only(context):
     context["gates"] = [row for row in GATES if row["passed"]]
     gates = _section(render_report(context, TEMPLATES), "Validity gates")
     assert "Every gate passed in every trial." in gates
-    assert "Failed gates" not in gates
+    assert "Trials that failed a gate" not in gates
 
 
 def test_no_gates_recorded(context):
@@ -340,9 +347,22 @@ def test_how_verdicts_are_decided_names_the_run_invalid_rule_and_the_margin_sour
     rules = _section(render_report(context, TEMPLATES), "How verdicts are decided")
     assert "margin = 0.0144 (A/A noise of readwrite)" in rules
     items = re.findall(r"<li>(.*?)</li>", rules, flags=re.S)
-    assert len(items) == 8
-    assert "<code>run invalid</code>" in items[1] and "fewer than 3 runs" in items[2]
-    assert "n &middot; (h / d)&sup2;" in items[7]
+    assert len(items) == 9
+    assert "<code>retry budget exhausted</code>" in items[1] and "fewer than 3 runs" in items[2]
+    words = [re.search(r"<strong>(.*?)</strong>", item).group(1) for item in items]
+    assert words == [
+        "not applicable",
+        "inconclusive",
+        "inconclusive",
+        "larger effect",
+        "reproduced",
+        "reversed",
+        "no effect",
+        "smaller effect",
+        "inconclusive",
+    ]
+    assert "n &middot; (h / d)&sup2;" in items[8]
+    assert "reproduced under some conditions" in rules  # the claim rule is stated
 
 
 def test_margin_source_defaults_to_default(context):

@@ -146,3 +146,102 @@ def test_a_record_without_a_required_field_names_it(tmp_path):
     (tmp_path / store.MANIFEST).write_text(json.dumps({"format_version": 2, "run_id": "r", "status": "complete"}))
     with pytest.raises(HarnessError, match=r"lacks started, experiment|lacks experiment"):
         RunDirectory(tmp_path).read_manifest()
+
+
+# --- format 2 and older: the old verdict words read as the new ones --------------------
+
+
+def _old_run(folder, entries, summary):
+    (folder / store.MANIFEST).write_text(
+        json.dumps(
+            {
+                "format_version": 2,
+                "run_id": "old",
+                "status": "complete",
+                "started": "2026-01-01T00:00:00+00:00",
+                "experiment": {"file": "x.yaml", "sha256": "b" * 64, "claim_id": "claim"},
+                "hosts": {},
+            }
+        )
+    )
+    (folder / store.VERDICTS).write_text(json.dumps(entries))
+    (folder / store.SUMMARY).write_text(json.dumps(summary))
+    return store.load_run(folder)
+
+
+def _entry(condition, verdict, rule, ci_low=1.0, ci_high=1.1):
+    return {
+        "claim_id": "claim",
+        "pair": ["a", "b"],
+        "pair_name": "p",
+        "condition_label": condition,
+        "verdict": verdict,
+        "rule": rule,
+        "reason": "old reason.",
+        "claimed_ratio": 2.0,
+        "k": 1.25,
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+    }
+
+
+def test_old_words_are_read_as_the_new_ones(tmp_path):
+    entries = [
+        _entry("c=1", "partially reproduced", "ci_low > 1 + margin and ci_high < claimed/k", 1.2, 1.4),
+        _entry("c=2", "not reproduced", "ci_high < 1", 0.4, 0.5),
+        _entry("c=3", "not reproduced", "ci_high < claimed/k and ci_low <= 1 + margin", 0.98, 1.03),
+        _entry("c=4", "reproduced", "ci_low >= claimed/k", 3.0, 3.2),  # wholly above 2 * 1.25
+        _entry("c=5", "reproduced", "ci_low >= claimed/k", 1.9, 2.1),
+        _entry("c=6", "inconclusive", "run invalid"),
+    ]
+    summary = {"claim_id": "claim", "verdict": "partially reproduced", "counts": {"partially reproduced": 1}}
+    loaded = _old_run(tmp_path, entries, summary)
+    words = [entry.verdict for entry in loaded.verdicts]
+    assert words == ["smaller effect", "reversed", "no effect", "larger effect", "reproduced", "inconclusive"]
+    assert "recorded as 'partially reproduced' by an older harness" in loaded.verdicts[0].reason
+    assert loaded.verdicts[4].reason == "old reason."  # unchanged words keep their reason
+    assert loaded.summary.verdict == "reproduced under some conditions"
+    assert loaded.summary.counts == {
+        "smaller effect": 1,
+        "reversed": 1,
+        "no effect": 1,
+        "larger effect": 1,
+        "reproduced": 1,
+        "inconclusive": 1,
+    }
+
+
+@pytest.mark.parametrize(
+    ("old", "entries", "new"),
+    [
+        (
+            "partially reproduced",
+            [("partially reproduced", "ci_low > 1 + margin and ci_high < claimed/k")],
+            "smaller effect",
+        ),
+        (
+            "not reproduced",
+            [("not reproduced", "ci_high < 1"), ("not reproduced", "ci_high < claimed/k and ci_low <= 1 + margin")],
+            "no effect",
+        ),
+        ("not reproduced", [("not reproduced", "ci_high < 1")], "reversed"),
+        ("reproduced", [("reproduced", "ci_low >= claimed/k")], "reproduced"),
+        ("inconclusive", [("inconclusive", "run invalid")], "inconclusive"),
+    ],
+)
+def test_an_old_claim_word_is_chosen_again_from_its_pairs(tmp_path, old, entries, new):
+    rows = [_entry(f"c={n}", verdict, rule) for n, (verdict, rule) in enumerate(entries)]
+    loaded = _old_run(tmp_path, rows, {"claim_id": "claim", "verdict": old})
+    assert loaded.summary.verdict == new
+
+
+def test_a_format_3_run_is_read_as_written(tmp_path):
+    run = _old_run(
+        tmp_path,
+        [_entry("", "reproduced", "ci_low >= claimed/k", 3.0, 3.2)],
+        {"claim_id": "c", "verdict": "reproduced"},
+    )
+    assert run.verdicts[0].verdict == "larger effect"  # format 2: re-read
+    manifest = json.loads((tmp_path / store.MANIFEST).read_text())
+    (tmp_path / store.MANIFEST).write_text(json.dumps({**manifest, "format_version": 3}))
+    assert store.load_run(tmp_path).verdicts[0].verdict == "reproduced"  # format 3: its own words

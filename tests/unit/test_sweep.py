@@ -186,10 +186,10 @@ def verdict_for(ratio: float, condition: str, spread: float = 0.01):
 def test_claim_holds_everywhere_only_when_every_condition_reproduces():
     assert claim_verdict([verdict_for(2.0, "a"), verdict_for(2.1, "b")]).verdict == "reproduced"
     mixed = claim_verdict([verdict_for(2.0, "a"), verdict_for(1.0, "b")])
-    assert mixed.verdict == "partially reproduced"
-    assert mixed.counts == {"reproduced": 1, "not reproduced": 1}
-    assert mixed.best.condition == "a" and "p · a" in mixed.reason
-    assert claim_verdict([verdict_for(1.0, "a"), verdict_for(0.5, "b")]).verdict == "not reproduced"
+    assert mixed.verdict == "reproduced under some conditions"
+    assert mixed.counts == {"reproduced": 1, "no effect": 1}
+    assert mixed.best.condition == "a" and "holds only under some conditions: p · a (" in mixed.reason
+    assert claim_verdict([verdict_for(1.0, "a"), verdict_for(0.5, "b")]).verdict == "no effect"
     undecided = claim_verdict([verdict_for(1.0, "a"), verdict_for(1.6, "b", spread=0.2)])
     assert undecided.verdict == "inconclusive"
 
@@ -249,3 +249,51 @@ def test_irq_node_names_a_node_the_host_lacks_before_writing_anything():
     assert result.returncode != 0
     assert "no NUMA node 999: cannot set irq_node" in result.stderr
     assert json.loads(result.stdout)["failures"]  # and it wrote nothing: no other field was given
+
+
+# --- the claim's word over every condition: one test per rule of CLAIM_RULE -----------------
+
+
+def test_claim_not_applicable_only_when_every_condition_is():
+    na = compare_pair(
+        pd.DataFrame(columns=["variant", "run", "value"]),
+        pair="p",
+        baseline="base",
+        treatment="treat",
+        claimed_ratio=2.0,
+        better="lower",
+        not_applicable="no IPv6",
+    )
+    assert claim_verdict([na, na]).verdict == "not applicable"
+    assert claim_verdict([na, verdict_for(2.0, "a")]).verdict == "reproduced"
+
+
+def test_claim_reproduced_with_some_larger_still_reads_reproduced_and_says_so():
+    found = claim_verdict([verdict_for(2.0, "a"), verdict_for(5.0, "b")])
+    assert [found.verdict, found.counts] == ["reproduced", {"reproduced": 1, "larger effect": 1}]
+    assert "1 of them measured wholly above" in found.reason
+
+
+def test_claim_larger_effect_when_every_condition_is():
+    assert claim_verdict([verdict_for(5.0, "a"), verdict_for(6.0, "b")]).verdict == "larger effect"
+
+
+def test_claim_reproduced_under_some_conditions_names_them():
+    found = claim_verdict([verdict_for(1.0, "a"), verdict_for(2.0, "b"), verdict_for(5.0, "c")])
+    assert found.verdict == "reproduced under some conditions"
+    assert "p · b, p · c" in found.reason and "p · a," not in found.reason
+
+
+def test_claim_inconclusive_when_nothing_holds_and_something_is_undecided():
+    undecided = verdict_for(1.6, "b", spread=0.2)
+    assert undecided.verdict == "inconclusive"
+    assert claim_verdict([verdict_for(1.3, "a"), undecided]).verdict == "inconclusive"
+
+
+def test_claim_otherwise_takes_the_most_favourable_decided_word():
+    smaller, none, reversed_ = verdict_for(1.3, "a"), verdict_for(1.0, "b"), verdict_for(0.5, "c")
+    assert [smaller.verdict, none.verdict, reversed_.verdict] == ["smaller effect", "no effect", "reversed"]
+    assert claim_verdict([smaller, none, reversed_]).verdict == "smaller effect"
+    assert claim_verdict([none, reversed_]).verdict == "no effect"
+    assert claim_verdict([reversed_, reversed_]).verdict == "reversed"
+    assert claim_verdict([]).verdict == "inconclusive"
