@@ -562,7 +562,7 @@ class _ProgressDisplay:
     def update(self, event: str, info: dict) -> None:
         if event == "stage":
             self.stage = info["text"]
-            self.console.print(f"· {self.stage}", highlight=False, markup=False)
+            self.console.print(f"· {self.stage}", highlight=False, markup=False, soft_wrap=True)
             if self.task is not None:
                 self.progress.update(self.task, description=self.stage)
         elif event == "trials":
