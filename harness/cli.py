@@ -88,6 +88,14 @@ def main() -> None:
     help="Finish the remaining trials of an interrupted or failed run, in RUN_DIR, with its experiment, "
     "profile, seed and CPUs (EXPERIMENT and those options are then not given).",
 )
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.FloatRange(0),
+    default=0,
+    metavar="SECONDS",
+    help="A host that another run holds is waited for, up to SECONDS (default: stop at once, naming the run).",
+)
 def run(
     experiment: str | None,
     inventory_path: str,
@@ -98,6 +106,7 @@ def run(
     cpus: CpuSet | None,
     retries,
     resume_dir: str | None,
+    wait_seconds: float,
 ) -> None:
     """Run EXPERIMENT (a YAML file) and write its report."""
     from harness.run.pipeline import RunFailed, resume_experiment, run_experiment  # heavy imports only when running
@@ -114,7 +123,9 @@ def run(
     try:
         with StopSignals() as signals, display:
             if resume_dir:
-                outcome = resume_experiment(resume_dir, inventory_path, progress=display.update, signals=signals)
+                outcome = resume_experiment(
+                    resume_dir, inventory_path, progress=display.update, signals=signals, wait_seconds=wait_seconds
+                )
             else:
                 outcome = run_experiment(
                     experiment,
@@ -127,6 +138,7 @@ def run(
                     target_half_width=target_width,
                     cpus=cpus,
                     retries=retries,
+                    wait_seconds=wait_seconds,
                 )
     except RunFailed as failure:
         _fail(failure, 130 if isinstance(failure.cause, Interrupted) else 1)
@@ -171,6 +183,44 @@ def _cpu_set(value: str | None) -> CpuSet | None:
         return CpuSet.parse(value) if value is not None else None
     except CpuListError as error:
         raise click.BadParameter(str(error)) from None
+
+
+@main.command()
+@click.option(
+    "--inventory",
+    "inventory_path",
+    default=lambda: str(resources.default_inventory()),
+    show_default="./inventory.ini, else localhost",
+    help="Ansible inventory of the hosts to put back.",
+)
+@click.option("--host", "host_name", metavar="NAME", help="Only this host of the inventory.")
+def restore(inventory_path: str, host_name: str | None) -> None:
+    """Put hosts back after a run that could not (its controller was killed, a host was
+    unreachable): for each journal of a run that is not running, stop the processes it
+    recorded, restore every setting it recorded, remove its work folder and the journal.
+    One line per host; exit 0 when every host is as its snapshot found it."""
+    import shutil
+    import tempfile
+
+    from harness.hosts.recovery import restore_hosts
+
+    log_dir = Path(tempfile.mkdtemp(prefix="harness-restore-"))
+    try:
+        reports = restore_hosts(Path(inventory_path), host_name, log_dir)
+    except HarnessError as error:
+        shutil.rmtree(log_dir, ignore_errors=True)
+        _fail(error)
+    for report in reports:
+        for line in report.lines:
+            click.echo(line)
+    if all(report.ok for report in reports):
+        shutil.rmtree(log_dir, ignore_errors=True)
+        return
+    _fail(
+        HarnessError(
+            f"not every host is as found: {', '.join(r.host for r in reports if not r.ok)} (ansible logs: {log_dir})"
+        )
+    )
 
 
 @main.command()
@@ -541,7 +591,7 @@ class _ProgressDisplay:
     def update(self, event: str, info: dict) -> None:
         if event == "stage":
             self.stage = info["text"]
-            self.console.print(f"· {self.stage}", highlight=False, markup=False)
+            self.console.print(f"· {self.stage}", highlight=False, markup=False, soft_wrap=True)
             if self.task is not None:
                 self.progress.update(self.task, description=self.stage)
         elif event == "trials":

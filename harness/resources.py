@@ -31,6 +31,7 @@ _DATA = _SHIPPED if INSTALLED else PACKAGE.parent
 TEMPLATES = _DATA / "templates"
 PLAYBOOKS = _DATA / "playbooks"
 HOST_STATE_SCRIPT = PLAYBOOKS / "files" / "host_state.py"
+HOST_JOURNAL_SCRIPT = PLAYBOOKS / "files" / "host_journal.py"
 # Every role on this machine (localhost).
 SHIPPED_INVENTORY = _DATA / "inventory.ini"
 CATALOG = (CHECKOUT / "experiments") if CHECKOUT else Path("experiments").absolute()

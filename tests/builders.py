@@ -259,3 +259,27 @@ def derived_run(
         summary["verdict"] = verdicts[0]["verdict"] if len({v["verdict"] for v in verdicts}) == 1 else "mixed"
         summary_file.write_text(json.dumps(summary))
     return target
+
+
+def journal_experiment(folder: Path) -> Path:
+    """The smaller known-effect experiment (_SMALLER, 2 quick repetitions: 4 trials) that also
+    sets two sysctls and, in one variant, receive and transmit steering: a run of it changes
+    what a killed controller would leave changed."""
+    source = ROOT / "experiments" / "calibration"
+    shutil.copytree(source / "work", folder / "work")
+    text = (source / "known_effect.yaml").read_text()
+    edits = {
+        **_SMALLER,
+        "  repetitions: 4": "  repetitions: 2",
+        "provision:\n  packages:": (
+            'provision:\n  sysctls:\n    net.core.somaxconn: 1234\n    net.ipv4.tcp_rmem: "4096 65536 3000001"\n'
+            "  packages:"
+        ),
+        "    load: *fetch\n": '    load: *fetch\n    net: {rps_cpus: "3", xps_cpus: "3"}\n',
+    }
+    for old, new in edits.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    target = folder / "journal.yaml"
+    target.write_text(text)
+    return target

@@ -100,7 +100,7 @@ def snapshot(
     return HostState(facts=facts, sysctls_before=before, settings_before=settings, notes=notes)
 
 
-def restore(playbooks: Playbooks, state: HostState, workdir: str | None) -> None:
+def restore(playbooks: Playbooks, state: HostState, workdir: str | None, run_id: str | None = None) -> None:
     """Put the hosts back as the snapshot found them and remove `workdir`, then check that they are.
 
     Puts back every snapshotted sysctl and host setting that differs (RPS/XPS
@@ -110,6 +110,10 @@ def restore(playbooks: Playbooks, state: HostState, workdir: str | None) -> None
     everything again: if any setting still differs from the snapshot, raises
     DriftError, whose `drift` lists each one (host, setting, before, after).
     Raises ProvisionError if restore could not run or read a host at all.
+
+    With `run_id`, the run's journal (harness/hosts/journal.py) is followed on each
+    host: the process groups it recorded that still run are stopped first, and the
+    journal is removed last, on each host where restore ran.
     The playbook is never cancelled: a host must not stay changed.
 
     Net devices and IRQs that appeared or vanished during the run are not
@@ -118,7 +122,12 @@ def restore(playbooks: Playbooks, state: HostState, workdir: str | None) -> None
     """
     wanted = {host: dict(values) for host, values in state.sysctls_before.items() if host in playbooks.host_names}
     settings = {host: dict(values) for host, values in state.settings_before.items() if host in playbooks.host_names}
-    extravars = {"sysctls_by_host": wanted, "settings_by_host": settings, "workdir": workdir or ""}
+    extravars = {
+        "sysctls_by_host": wanted,
+        "settings_by_host": settings,
+        "workdir": workdir or "",
+        "run_id": run_id or "",
+    }
 
     def left_changed(host: str) -> str:
         left = ["host settings"] if settings.get(host) else []

@@ -185,20 +185,21 @@ class Provisioner:
 
     # --- restore ----------------------------------------------------------------
 
-    def restore(self, state: HostState, workspace_dir: str | None) -> None:
+    def restore(self, state: HostState, workspace_dir: str | None, run_id: str | None = None) -> None:
         """Put the hosts back as the snapshot found them and remove the workdir, then check that
         they are (hoststate.restore says how); never cancelled. Raises DriftError, whose `drift`
         lists each setting still different, or ProvisionError if restore could not run.
 
         With workspace_dir None, the workdir of the last apply() (if one was
         started) is removed, so a caller whose apply failed early can still clean up.
+        With `run_id`, the run's on-host journal is followed and then removed (hoststate.restore).
         """
         workdir = workspace_dir or self._started_workdir
         if workdir is not None:
             path = PurePosixPath(workdir)
             if str(path) != workdir or path.parent != PurePosixPath(WORK_ROOT) or path.name in ("", ".", ".."):
                 raise ProvisionError(f"refusing to remove {workdir!r}: the harness only removes {WORK_ROOT}/<run id>")
-        hoststate.restore(self.playbooks, state, workdir)
+        hoststate.restore(self.playbooks, state, workdir, run_id)
 
 
 # --- reading back what apply did ---------------------------------------------------

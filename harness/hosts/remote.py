@@ -87,6 +87,10 @@ class HostSession:
     def __init__(self, host: Host, connect_timeout: float = CONNECT_TIMEOUT):
         self.host = host
         self._boot_id: str | None = None
+        # The run's journal of started processes on this host (harness/hosts/journal.py):
+        # once set, every background process started here is recorded in it by the same
+        # shell command that starts it.
+        self.process_journal: str | None = None
         if host.local:
             self._runner = invoke.Context(invoke.Config(overrides={"runners": {"local": _QuietLocal}}))
         else:
@@ -226,7 +230,8 @@ class HostSession:
             # Not `cd W && cmd &`: that backgrounds a subshell whose pid is not the
             # server's and whose stdout keeps the runner's pipe open.
             f"cd {shlex.quote(workdir)} || exit 1\n"
-            f"setsid nohup {shlex.join(command)} >{shlex.quote(log)} 2>&1 </dev/null & echo $!"
+            f"setsid nohup {shlex.join(command)} >{shlex.quote(log)} 2>&1 </dev/null &\n"
+            f"pid=$!\n{record_started(self.process_journal)}echo $pid"
         )
         output = self.shell(script, timeout=30, shown=argv[0])
         try:
@@ -321,6 +326,18 @@ true"""
     def port_in_use(self, port: int, protocol: str = "tcp") -> bool:
         sockets = {"tcp": "-Hltn", "udp": "-Hlun"}[protocol]
         return bool(self.run(["ss", sockets, f"sport = :{port}"], timeout=30).stdout.strip())
+
+
+def record_started(journal: str | None) -> str:
+    """Shell lines appending "PID PGID STARTTIME" of the process group led by $pid to the
+    journal's process list (STARTTIME: field 22 of /proc/PID/stat, which tells that process
+    from a later one given the same pid); "" without a journal."""
+    if not journal:
+        return ""
+    return (
+        "st=$(sed 's/.*) //' /proc/$pid/stat 2>/dev/null | cut -d' ' -f20)\n"
+        f'[ -n "$st" ] && echo "$pid $pid $st" >>{shlex.quote(journal)}\n'
+    )
 
 
 # A process is alive when /proc has it and it is not a zombie awaiting its reaper.

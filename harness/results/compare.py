@@ -383,7 +383,7 @@ def _info(run: StoredRun) -> RunInfo:
         run_id=run.run_id,
         started=run.manifest.started,
         host=run.host_label,
-        status=run.manifest.status,
+        status=run.manifest.shown_status,
         claim_id=run.claim_id,
         experiment_file=run.manifest.experiment.file,
         experiment_sha256=run.manifest.experiment.sha256,

@@ -153,7 +153,7 @@ def site_data(runs: Sequence[StoredRun], skipped: Sequence[tuple[str, str]], bui
                 "run_id": run.run_id,
                 "started": run.manifest.started,
                 "host": run.host_label,
-                "status": run.manifest.status,
+                "status": run.manifest.shown_status,
                 "claim_id": run.claim_id,
                 "experiment_file": run.manifest.experiment.file,
                 "experiment_sha256": run.manifest.experiment.sha256,
@@ -265,6 +265,8 @@ def build_site(reports_dir: str | Path, site_dir: str | Path, templates_dir: Pat
         raise HarnessError(f"{reports_dir}: no such directory of runs")
     _check_site_dir(reports_dir, site_dir)
     runs, skipped = find_runs(reports_dir, exclude=site_dir)
+    if not runs and skipped:
+        raise HarnessError(f"{reports_dir}: holds no run that can be published: {skipped[0][1]}")
     if not runs:
         raise HarnessError(
             f"{reports_dir}: holds no run directory (a folder with {store.MANIFEST} and {store.VERDICTS}); "

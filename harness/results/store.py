@@ -37,6 +37,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import controller as controller_module
 from harness.errors import HarnessError
 
 # 3: verdict words changed (issue 17): "partially reproduced" and "not reproduced" became
@@ -167,7 +168,7 @@ class Manifest:
     """What ran, where, with which versions, and what the harness itself cost."""
 
     run_id: str
-    status: str  # complete, interrupted, or "failed: <why>"
+    status: str  # running (written as the run starts), complete, interrupted, or "failed: <why>"
     started: str
     experiment: ExperimentRecord
     hosts: Hosts
@@ -181,7 +182,25 @@ class Manifest:
     order_seed: int | None = None
     stopping: Stopping = Stopping()
     harness_costs: dict = field(default_factory=dict)
+    # The process running the run (harness/controller.py): a "running" run whose
+    # controller is gone crashed (shown_status), and `harness run --resume` finishes it.
+    controller: dict = field(default_factory=dict)
+    # Journals of earlier runs this run found on its hosts and restored before its own
+    # snapshot: {"host", "run_id", "result"} each.
+    recovered: list = field(default_factory=list)
     file_sha256: dict | None = None  # written last, for `harness verify`
+
+    @property
+    def shown_status(self) -> str:
+        """The status as compare and publish show it: a run still marked running whose
+        controller no longer runs is "crashed"; one recorded on another machine cannot be
+        checked from here: "running or crashed"."""
+        if self.status != "running":
+            return self.status
+        alive = controller_module.alive(self.controller)
+        if alive is None:
+            return "running or crashed"
+        return "running" if alive else "crashed"
 
     def to_json(self) -> dict:
         data = {"format_version": self.format_version, **dataclasses.asdict(self)}  # the version first, for a reader
@@ -519,6 +538,12 @@ def load_run(path: str | Path) -> StoredRun:
     """Read a run directory for compare and publish: manifest, verdicts, values, summary."""
     run = RunDirectory(Path(path))
     raw_manifest = run._read_json(MANIFEST, "is this a run directory?")
+    if isinstance(raw_manifest, dict) and raw_manifest.get("status") == "running" and not run.has_file(VERDICTS):
+        shown = Manifest.from_json(raw_manifest, str(run.path / MANIFEST)).shown_status
+        raise HarnessError(
+            f"{run.path}: {shown}: the run wrote no verdicts yet"
+            + ("; finish it with `harness run --resume`" if shown != "running" else "")
+        )
     raw_verdicts = run._read_json(VERDICTS, "the run wrote no verdicts; it cannot be compared")
     if not isinstance(raw_verdicts, list):
         raise HarnessError(f"{run.path / VERDICTS}: holds {type(raw_verdicts).__name__}, not a list of verdicts")

@@ -27,7 +27,7 @@ from harness.hosts import nftables
 from harness.hosts.inventory import Host
 from harness.hosts.linkdelay import start_delay_proxy
 from harness.hosts.provision import Workspace
-from harness.hosts.remote import Background, HostSession
+from harness.hosts.remote import Background, HostSession, record_started
 from harness.run.interrupt import StopSignals
 from harness.run.placeholders import DELAY_KEY, LOSS_KEY, fill
 from harness.run.plan import Trial
@@ -163,7 +163,13 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
             signals.check()
             name = f"{stem}-load" + (f"-{run + 1}" if variant.load.runs > 1 else "")
             result = client_session.shell(
-                _load_script(load_argv, load_pidfile, _allowed_cpus(variant.load.cpus, setting), variant.load.timeout),
+                _load_script(
+                    load_argv,
+                    load_pidfile,
+                    _allowed_cpus(variant.load.cpus, setting),
+                    variant.load.timeout,
+                    client_session.process_journal,
+                ),
                 timeout=variant.load.timeout + 30,
                 check=False,
                 shown=load_argv[0],
@@ -389,14 +395,14 @@ def _install_config(setting, variant, values, session: HostSession, stem: str) -
 LOAD_CPU_MARK = "harness-load-cpu:"
 
 
-def _load_script(argv: list[str], pidfile: str, cpus: str | None, timeout: float) -> str:
+def _load_script(argv: list[str], pidfile: str, cpus: str | None, timeout: float, journal: str | None = None) -> str:
     # The pid file names `timeout`, which leads the load's process group. The shell
     # waits for it and then reports its children's CPU time (`times`, second line)
     # through a file: `times` in a pipe or $(...) would run in a subshell and see none.
     command = ["timeout", "--kill-after=5", f"{timeout:g}"] + (["taskset", "-c", cpus] if cpus else []) + argv
     pid, cpu = shlex.quote(pidfile), shlex.quote(pidfile + ".times")
     return (
-        f"{shlex.join(command)} &\necho $! >{pid}\nwait $!\nrc=$?\ntimes >{cpu}\n"
+        f"{shlex.join(command)} &\npid=$!\necho $pid >{pid}\n{record_started(journal)}wait $pid\nrc=$?\ntimes >{cpu}\n"
         f'echo "{LOAD_CPU_MARK} $(tail -n 1 {cpu})" >&2\nexit $rc'
     )
 

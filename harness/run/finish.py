@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import resources
+from harness import controller, resources
 from harness.cpuset import placed
 from harness.errors import HarnessError, Interrupted
 from harness.hosts.hoststate import HostState
@@ -78,6 +78,7 @@ class Gathered:
     topology: dict | None = None  # host -> {"cpus", "numa_nodes"}; the full text is in raw/topology-HOST.txt
     not_applicable: str | None = None  # why the hosts cannot test the claim (experiment `requires`)
     drift: list = field(default_factory=list)  # hoststate.Drift: settings restore could not put back
+    recovered: list = field(default_factory=list)  # {"host", "run_id", "result"}: stale journals restored first
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,25 @@ class RunOutcome:
     claim_verdict: ClaimVerdict | None = None
     replaced_trials: int = 0  # trials that failed a gate and were run again
     invalid_by_gate: dict = field(default_factory=dict)  # gate -> trials it failed (replaced or not)
+
+
+def write_running(
+    spec,
+    digest: str,
+    experiment_path: Path,
+    inventory: Inventory,
+    hosts_by_role: dict,
+    plan: Plan,
+    run: RunDirectory,
+    gathered: Gathered,
+) -> None:
+    """The manifest of a run under way (status "running", everything known so far, this
+    process as its controller), written as the run starts and again as it goes: a run
+    directory left by a killed controller is then one `harness run --resume` can finish."""
+    costs = collect.costs_frame(gathered.trials)
+    run.write_manifest(
+        _manifest(spec, digest, experiment_path, inventory, hosts_by_role, plan, run, gathered, "running", None, costs)
+    )
 
 
 def write_results(
@@ -459,6 +479,8 @@ def _manifest(
         started=gathered.started,
         finished=finished,
         resumed_trials=gathered.resumed_trials,
+        controller=controller.identity(),
+        recovered=list(gathered.recovered),
         experiment=store.ExperimentRecord(
             file=str(experiment_path),
             path=str(Path(experiment_path).resolve()),

@@ -1,10 +1,15 @@
 """run_experiment(): the stages in order -- the table of contents of a run.
 
-    spec -> plan -> provision -> execute -> collect -> analyse -> report
+    spec -> plan -> lock hosts -> snapshot -> journal -> provision -> execute -> restore
+         -> collect -> analyse -> report
 
 Whatever happens after the run directory exists (a crash, a busy host,
 Ctrl-C), the hosts are restored and everything gathered so far is analysed and
-written, then the error goes up to the CLI.
+written, then the error goes up to the CLI. A controller killed outright runs none
+of that: the manifest written as the run starts (status "running") lets
+`harness run --resume` finish it, and each host's journal (harness/hosts/journal.py),
+written before anything changes there, lets `harness restore` or the next run on
+that host put it back.
 """
 
 from __future__ import annotations
@@ -13,27 +18,40 @@ import secrets
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
+from harness import controller
 from harness.cpuset import CpuListError, CpuSet
 from harness.errors import HarnessError, Interrupted
 from harness.hosts.hoststate import DriftError
 from harness.hosts.inventory import Inventory
 from harness.hosts.inventory import load as load_inventory
+from harness.hosts.journal import HostLock, new_journal
 from harness.hosts.provision import Provisioner
+from harness.hosts.recovery import recover
 from harness.hosts.remote import HostSession
 from harness.results import analyse, store
 from harness.results.store import RunDirectory
 from harness.run import collect, preflight
 from harness.run import spec as spec_module
 from harness.run.execute import TrialSetting, run_trial
-from harness.run.finish import Gathered, RunOutcome, judge_pair, now, unique_hosts, write_results
+from harness.run.finish import Gathered, RunOutcome, judge_pair, now, unique_hosts, write_results, write_running
 from harness.run.interrupt import NoSignals, StopSignals
 from harness.run.plan import Plan, make_plan
 from harness.run.profile import Retries
 
 # progress(event, info): "stage" {text}, "trials" {total}, "trial" {index, variant, seconds}
 Progress = Callable[[str, dict], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run treats others and tests: wait up to `wait_seconds` for a host another run
+    holds (--wait); `fake_steal` is a seam for tests only (TrialSetting.fake_steal)."""
+
+    wait_seconds: float = 0.0
+    fake_steal: Callable | None = None
 
 
 class RunFailed(HarnessError):
@@ -56,12 +74,14 @@ def run_experiment(
     target_half_width: float | None = None,
     cpus: CpuSet | None = None,
     retries: Retries | None = None,
+    wait_seconds: float = 0.0,
     fake_steal: Callable | None = None,
 ) -> RunOutcome:
     """Run an experiment; `seed` fixes the trial order (random and recorded when None),
     `target_half_width` overrides the experiment's adaptive target, `cpus` (--cpus "0", "0-1")
     restricts servers and load generators to those CPUs, `retries` (--retries) overrides
-    analysis.retries. `fake_steal` is a seam for tests only (TrialSetting.fake_steal)."""
+    analysis.retries; a host another run holds is waited for up to `wait_seconds` (--wait),
+    else the run stops at once. `fake_steal` is a seam for tests only (TrialSetting.fake_steal)."""
     spec, digest = spec_module.load_with_digest(experiment_path)
     inventory = load_inventory(inventory_path)
     inventory.hosts_for(spec.roles)  # a missing role fails before a run directory exists
@@ -70,7 +90,18 @@ def run_experiment(
     )
     run = RunDirectory.create(Path(out_dir), spec.claim.id)
     gathered = Gathered(started=now(), trials=[])
-    return _run(spec, digest, Path(experiment_path), inventory, plan, run, gathered, progress, signals, fake_steal)
+    return _run(
+        spec,
+        digest,
+        Path(experiment_path),
+        inventory,
+        plan,
+        run,
+        gathered,
+        progress,
+        signals,
+        RunOptions(wait_seconds, fake_steal),
+    )
 
 
 def resume_experiment(
@@ -78,6 +109,7 @@ def resume_experiment(
     inventory_path: str | Path,
     progress: Progress | None = None,
     signals: StopSignals | None = None,
+    wait_seconds: float = 0.0,
     fake_steal: Callable | None = None,
 ) -> RunOutcome:
     """Finish the remaining trials of an interrupted or failed run, in its own directory,
@@ -87,6 +119,11 @@ def resume_experiment(
     experiment = manifest.experiment
     if manifest.status == "complete":
         raise HarnessError(f"{run.path}: the run is complete; there is nothing to resume")
+    if manifest.status == "running" and controller.alive(manifest.controller):
+        raise HarnessError(
+            f"{run.path}: the run is still running (controller pid {manifest.controller.get('pid')}); "
+            "resume it only once it has stopped"
+        )
     if manifest.order_seed is None or manifest.stopping.target_half_width is None:
         raise HarnessError(
             f"{run.path}: its manifest lacks the trial order seed or the stopping rule "
@@ -112,17 +149,19 @@ def resume_experiment(
     plan = make_plan(spec, experiment.quick, manifest.order_seed, stopping.target_half_width, cpus, retries)
     trials = run.read_trials()
     gathered = Gathered(started=manifest.started or now(), trials=trials, resumed_trials=len(trials))
+    gathered.recovered = list(manifest.recovered)
+    inventory = load_inventory(inventory_path)
     return _run(
         spec,
         digest,
         experiment_path,
-        load_inventory(inventory_path),
+        inventory,
         plan,
         run,
         gathered,
         progress,
         signals,
-        fake_steal,
+        RunOptions(wait_seconds, fake_steal),
     )
 
 
@@ -136,13 +175,20 @@ def _run(
     gathered: Gathered,
     progress: Progress | None,
     signals: StopSignals | None,
-    fake_steal: Callable | None = None,
+    options: RunOptions = RunOptions(),
 ) -> RunOutcome:
     progress = progress or (lambda event, info: None)
     signals = signals or NoSignals()
     hosts_by_role = inventory.hosts_for(spec.roles)
+
+    def checkpoint() -> None:
+        write_running(spec, digest, Path(experiment_path), inventory, hosts_by_role, plan, run, gathered)
+
     try:
-        _measure(spec, experiment_path, inventory, hosts_by_role, plan, run, gathered, progress, signals, fake_steal)
+        checkpoint()
+        _measure(
+            spec, experiment_path, inventory, hosts_by_role, plan, run, gathered, progress, signals, checkpoint, options
+        )
     except HarnessError as exc:
         gathered.error = exc
     except KeyboardInterrupt:  # a signal that came before our handler was installed
@@ -165,13 +211,30 @@ def _measure(
     gathered: Gathered,
     progress: Progress,
     signals: StopSignals,
-    fake_steal: Callable | None = None,
+    checkpoint: Callable[[], None],
+    options: RunOptions,
 ) -> None:
     hosts = unique_hosts(hosts_by_role)
     with ExitStack() as stack:
         sessions = {host.name: stack.enter_context(HostSession(host)) for host in hosts}
         progress("stage", {"text": f"checking {', '.join(sessions)}"})
         preflight.check_reachable(sessions)
+        # The run's hosts are its own from here to the end: a second controller sees the lock.
+        lock = HostLock(run.run_id, sessions, {host.name: host for host in hosts})
+        stack.callback(lock.release)
+        lock.acquire(options.wait_seconds, waiting=lambda text: progress("stage", {"text": f"waiting: {text}"}))
+        stale = [journal for journals in lock.stale.values() for journal in journals]
+        if stale:
+            for done in recover(inventory.path.resolve(), stale, run.ansible, signals.cancel_requested):
+                progress("stage", {"text": f"recovered {done.line()}"})
+                gathered.recovered.append(done.to_json())
+                if done.error:
+                    raise HarnessError(
+                        f"{done.journal.host}: the host still holds changes of {done.journal.describe()} that "
+                        f"could not be restored ({done.error}); run `harness restore --inventory "
+                        f"{inventory.path}` once it is reachable"
+                    )
+            checkpoint()
         gathered.topology = preflight.topology(sessions, run)
         gathered.not_applicable = preflight.unmet_requirements(spec, gathered.topology)
         if gathered.not_applicable:
@@ -187,6 +250,12 @@ def _measure(
             gathered.state = provisioner.snapshot(
                 list(spec.provision.sysctls), {host.name: host.service_address for host in hosts}
             )
+            # Before anything changes: what restore needs, on each host itself.
+            workdir = Provisioner.workdir_for(run.run_id)
+            lock.write(
+                {host.name: new_journal(run.run_id, workdir, gathered.state, host.name, now()) for host in hosts}
+            )
+        checkpoint()
         signals.check()
         restore_error = None
         run_error = None
@@ -201,6 +270,7 @@ def _measure(
                     run.run_id,
                 )
             signals.check()
+            checkpoint()
             preflight.check_cpus(plan.profile.cpus, gathered.state)
             setting = TrialSetting(
                 spec=spec,
@@ -212,13 +282,14 @@ def _measure(
                 raw_dir=run.raw,
                 proxy_delay_ms=preflight.proxy_delay(spec, gathered.links),
                 cpu_restriction=plan.profile.cpus,
-                fake_steal=fake_steal,
+                fake_steal=options.fake_steal,
             )
             progress("trials", {"total": plan.most_trials, "done": len(gathered.trials)})
 
             def record(trial: store.Trial) -> None:
                 gathered.trials.append(trial)
                 run.write_trials(gathered.trials)
+                checkpoint()
 
             _run_rounds(spec, plan, setting, gathered, progress, signals, record)
         except BaseException as exc:  # restore first, whatever stopped the run
@@ -226,7 +297,7 @@ def _measure(
         progress("stage", {"text": "restoring host settings (ansible: restore)"})
         with signals.deferred():
             try:
-                provisioner.restore(gathered.state, Provisioner.workdir_for(run.run_id))
+                provisioner.restore(gathered.state, Provisioner.workdir_for(run.run_id), run.run_id)
             except DriftError as exc:  # restored, but not every setting is as the snapshot found it
                 gathered.drift = exc.drift
                 restore_error = exc
