@@ -105,9 +105,35 @@ def write_running(
     process as its controller), written as the run starts and again as it goes: a run
     directory left by a killed controller is then one `harness run --resume` can finish."""
     costs = collect.costs_frame(gathered.trials)
+    _, status_by_order = _judge_trials(spec, gathered.trials)
     run.write_manifest(
-        _manifest(spec, digest, experiment_path, inventory, hosts_by_role, plan, run, gathered, "running", None, costs)
+        _manifest(
+            spec,
+            digest,
+            experiment_path,
+            inventory,
+            hosts_by_role,
+            plan,
+            run,
+            gathered,
+            "running",
+            None,
+            costs,
+            status_by_order,
+        )
     )
+
+
+def _judge_trials(spec, trials: list[store.Trial]) -> tuple[list[dict], dict[int, str]]:
+    """Every trial's gate rows, and each trial's status (valid, replaced, excluded) by its order."""
+    gate_rows = [row for trial in trials for row in collect.gates_for(spec, trial)]
+    rows_by_trial: dict[int, list[dict]] = {}
+    for row in gate_rows:
+        rows_by_trial.setdefault(row["order"], []).append(row)
+    status_by_order = collect.trial_status(rows_by_trial, trials)
+    for row in gate_rows:
+        row["status"] = status_by_order[row["order"]]
+    return gate_rows, status_by_order
 
 
 def write_results(
@@ -121,13 +147,7 @@ def write_results(
     gathered: Gathered,
 ) -> RunOutcome:
     trials = gathered.trials
-    gate_rows = [row for trial in trials for row in collect.gates_for(spec, trial)]
-    rows_by_trial: dict[int, list[dict]] = {}
-    for row in gate_rows:
-        rows_by_trial.setdefault(row["order"], []).append(row)
-    status_by_order = collect.trial_status(rows_by_trial, trials)
-    for row in gate_rows:
-        row["status"] = status_by_order[row["order"]]
+    gate_rows, status_by_order = _judge_trials(spec, trials)
     # The statistics see valid trials only; the others stay in the trial, cost and gate tables.
     valid = [trial for trial in trials if status_by_order[trial.order] == "valid"]
     values = collect.values_frame(valid)
