@@ -219,7 +219,8 @@ class Analysis(Model):
     gate_steal: Annotated[float, Field(ge=0, le=1)] = 0.05  # CPU steal share of the window that invalidates a run
     gate_errors: Annotated[float, Field(ge=0, le=1)] = 0.01  # share of failed requests that invalidates a run
     # Share of the trial's CPUs' time used by neither server nor load generator (nor the harness).
-    gate_busy: Annotated[float, Field(ge=0, le=1)] = 0.25
+    # Off unless an experiment sets it: see README (Validity gates) for why.
+    gate_busy: Annotated[float, Field(ge=0, le=1)] = 1.0
     retries: Retries = Retries()
 
 

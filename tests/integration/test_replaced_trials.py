@@ -143,8 +143,8 @@ def test_resume_keeps_the_replaced_trials_and_the_budget(tmp_path):
 def test_a_cpu_hog_on_the_servers_cpu_invalidates_those_trials_and_they_are_replaced(tmp_path):
     # A hog pinned to the server's CPU 0 while the run's 2nd and 3rd trials run; the busy-host
     # gate must fail them (other work on the trial's CPUs) and the run must replace them.
-    # Steal is not this test's subject; the busy-host gate keeps its default limit (0.25).
-    experiment = small_experiment(tmp_path, "\nanalysis:\n  gate_steal: 1.0\n")
+    # Steal is not this test's subject; the busy-host gate is set to 0.25 (it is off by default).
+    experiment = small_experiment(tmp_path, "\nanalysis:\n  gate_steal: 1.0\n  gate_busy: 0.25\n")
     hog = None
     hogged: list[int] = []
 

@@ -109,7 +109,10 @@ def test_quick_run_gives_verdicts_from_its_own_numbers(tmp_path, distinctive_sys
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete"
-    assert manifest["trials"] == {"planned": 20, "most": 20, "completed": 20}
+    trials = manifest["trials"]
+    assert (trials["planned"], trials["most"]) == (20, 20)
+    # A trial that failed a validity gate (steal on a noisy host) is run again: each rerun adds one.
+    assert trials["completed"] == 20 + trials["replaced"]
     assert manifest["stopping"]["rounds"] == 5 and manifest["stopping"]["reason"]
     assert isinstance(manifest["order_seed"], int)
     before = manifest["hosts"]["sysctls_before"]["localhost"]["net.ipv4.tcp_wmem"]
