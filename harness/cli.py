@@ -1,5 +1,5 @@
-"""The command line: arguments in, one line per error out. The only module
-that prints or exits.
+"""The command line: arguments in, one line per error out. With cli_lab.py (`harness lab`)
+and cli_progress.py (the progress display), the only modules that print or exit.
 
 Exit status: 0 the command completed (whatever the verdicts); 1 a user error
 (bad file, missing host, busy port, failed trial), printed as one `error:` line;
@@ -8,16 +8,16 @@ Exit status: 0 the command completed (whatever the verdicts); 1 a user error
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness import resources
+from harness.cli_lab import lab_group
+from harness.cli_progress import ProgressDisplay
 from harness.cpuset import CpuListError, CpuSet
 from harness.errors import HarnessError, Interrupted
 from harness.run import spec as spec_module
@@ -119,7 +119,7 @@ def run(
     if not resume_dir and not experiment:
         raise click.UsageError("give an EXPERIMENT file, or --resume RUN_DIR")
     console = Console(stderr=True)
-    display = _ProgressDisplay(console)
+    display = ProgressDisplay(console)
     try:
         with StopSignals() as signals, display:
             if resume_dir:
@@ -343,188 +343,6 @@ def list_experiments(directory: str) -> None:
         click.echo(f"{spec.claim.id:<26} {spec.claim.claimed_ratio:>5g}x  {shown_path(path)}  {spec.claim.statement}")
 
 
-# --- harness lab: hosts in network namespaces on this machine ------------------------
-
-LAB_BASE_DIR = "/var/tmp/harness-lab"
-_lab_name = click.option(
-    "--name",
-    default="lab",
-    show_default=True,
-    help="Lab name (1-10 lowercase letters and digits); prefixes its namespaces and links.",
-)
-_lab_base_dir = click.option(
-    "--base-dir",
-    default=LAB_BASE_DIR,
-    show_default=True,
-    help="Folder that holds each lab's keys, inventory and state.",
-)
-
-
-@main.group(name="lab")
-def lab_group() -> None:
-    """Lab hosts on this machine: network namespaces on a bridge, each with its own sshd."""
-
-
-_RATE_UNITS = {"kbit": 1e-3, "mbit": 1.0, "gbit": 1e3}
-_DELAY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-_LINK_FLAGS = {
-    "queues": "--queues",
-    "mtu": "--mtu",
-    "rate_mbit": "--rate",
-    "loss_percent": "--loss",
-    "delay_ms": "--delay",
-}
-
-
-def _with_unit(text: str, units: dict[str, float], example: str) -> float:
-    found = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*", text.lower())
-    if not found or found.group(2) not in units:
-        raise click.BadParameter(f"{text!r}: give a number and one of {', '.join(units)} (e.g. {example})")
-    return float(found.group(1)) * units[found.group(2)]
-
-
-def _parse_rate(ctx, param, value: str | None) -> float | None:
-    # tc reads "mbps" as megabytes per second: only bit units, so nobody is off by 8
-    return None if value is None else _with_unit(value, _RATE_UNITS, "100mbit, 1gbit")
-
-
-def _parse_delay(ctx, param, value: str | None) -> float | None:
-    return None if value is None else _with_unit(value, _DELAY_UNITS, "5ms")
-
-
-def _parse_loss(ctx, param, value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value.strip().removesuffix("%"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: give a percentage such as 1 or 0.5%") from None
-
-
-@lab_group.command(name="up")
-@click.option("--hosts", default=3, show_default=True, type=click.IntRange(1, 50), help="Number of hosts.")
-@_lab_name
-@click.option(
-    "--experiment",
-    "experiment",
-    metavar="FILE",
-    help="Take the link properties from this experiment file's `link:`; flags given here win.",
-)
-@click.option(
-    "--queues", type=click.IntRange(1, 64), help="Receive and transmit queues of each host's eth0 (default 2)."
-)
-@click.option("--mtu", type=click.IntRange(68, 65535), help="MTU of each host's eth0 (default 1500).")
-@click.option(
-    "--rate",
-    callback=_parse_rate,
-    metavar="RATE",
-    help="Egress rate limit of each host's eth0 (TBF), e.g. 100mbit or 1gbit.",
-)
-@click.option(
-    "--loss",
-    callback=_parse_loss,
-    metavar="PERCENT",
-    help="Random loss of packets arriving at each host (nftables); SSH (tcp port 22) is exempt.",
-)
-@click.option(
-    "--delay",
-    callback=_parse_delay,
-    metavar="TIME",
-    help="Added delay, e.g. 5ms: netem on each eth0 where the kernel has it, else recorded for a "
-    "delay proxy that an experiment starts (harness/hosts/delay_proxy.py).",
-)
-@_lab_base_dir
-def lab_up_command(
-    hosts: int,
-    name: str,
-    experiment: str | None,
-    queues: int | None,
-    mtu: int | None,
-    rate: float | None,
-    loss: float | None,
-    delay: float | None,
-    base_dir: str,
-) -> None:
-    """Create the lab (or keep it if healthy); print the inventory path last."""
-    from harness.hosts import lab as lab_module
-
-    try:
-        wanted = spec_module.load(experiment).link.model_dump() if experiment else {"queues": 2}
-    except HarnessError as error:
-        _fail(error)
-    try:
-        given = {"queues": queues, "mtu": mtu, "rate_mbit": rate, "loss_percent": loss, "delay_ms": delay}
-        wanted.update({key: value for key, value in given.items() if value is not None})
-        link = lab_module.LinkProperties(**wanted)
-    except lab_module.LinkPropertyError as error:
-        raise click.BadParameter(error.problem, param_hint=f"'{_LINK_FLAGS[error.field]}'") from None
-    try:
-        created = lab_module.lab_up(name=name, hosts=hosts, base_dir=Path(base_dir), link=link)
-    except HarnessError as error:
-        _fail(error)
-    click.echo(
-        f"lab {created.name}: {len(created.hosts)} hosts on {created.subnet} "
-        f"(bridge {created.bridge} {created.bridge_address}), {created.queues} queues per eth0"
-    )
-    click.echo(f"  link: {lab_module.describe_link(created.link, created.link_mechanisms)}")
-    for host in created.hosts:
-        click.echo(f"  {host.name:<14} {host.address:<15} [{host.group}]  sshd pid {host.sshd_pid}")
-    click.echo(str(created.inventory))
-
-
-@lab_group.command(name="status")
-@_lab_name
-@_lab_base_dir
-def lab_status_command(name: str, base_dir: str) -> None:
-    """Show the lab's hosts, links, queues and sshd processes; exit 1 unless it is healthy."""
-    from harness.errors import LabError
-    from harness.hosts import lab as lab_module
-
-    try:
-        status = lab_module.lab_status(name=name, base_dir=Path(base_dir))
-    except HarnessError as error:
-        _fail(error)
-    if not status.exists:
-        _fail(LabError(f"lab {name}: not up (nothing in {status.directory}): run `harness lab up --name {name}`"))
-    health = "healthy" if status.healthy else f"broken ({len(status.problems)} problems)"
-    click.echo(
-        f"lab {name}: {health}, {len(status.hosts)} hosts on {status.subnet or 'unknown subnet'}, "
-        f"bridge {status.bridge.name + ' ' + status.bridge.state if status.bridge else 'missing'}"
-    )
-    for host in status.hosts:
-        links = "  ".join(
-            f"{link.name}{'@' + link.namespace if link.namespace else ''} {link.state}"
-            f"{f' rx {link.rx_queues} tx {link.tx_queues}' if link.rx_queues else ''}"
-            for link in host.links
-        )
-        sshd = f"sshd {host.sshd_pid} {'running' if host.sshd_alive else 'not running'}"
-        in_place = f"  {host.link.describe()}" if host.link else ""
-        click.echo(f"  {host.name:<14} {host.address or '-':<15} {sshd}  {links}{in_place}")
-    for problem in status.problems:
-        click.echo(f"  problem: {problem}")
-    if not status.healthy:
-        _fail(
-            LabError(
-                f"lab {name}: broken: run `harness lab up --name {name}` to rebuild it "
-                f"or `harness lab down --name {name}`"
-            )
-        )
-
-
-@lab_group.command(name="down")
-@_lab_name
-@_lab_base_dir
-def lab_down_command(name: str, base_dir: str) -> None:
-    """Remove the lab: its sshd processes, namespaces, links and files."""
-    from harness.hosts import lab as lab_module
-
-    try:
-        lab_module.lab_down(name=name, base_dir=Path(base_dir))
-    except HarnessError as error:
-        _fail(error)
-    click.echo(f"lab {name}: down")
-
-
 def _each_loaded(paths):
     """Yield (path, spec) for each file that loads; print one error line for each that
     does not, and exit 1 at the end if any failed."""
@@ -540,114 +358,4 @@ def _each_loaded(paths):
     sys.exit(1 if failed else 0)
 
 
-class _ProgressDisplay:
-    """Where the run is: the stage, trial i of N, the variant (and condition) and the time left.
-
-    On a terminal a rich bar, redrawn only on events: no refresh thread runs while a
-    measurement is in progress. Elsewhere (a pipe, a file, CI) plain lines: one per stage,
-    `· TEXT`, and one per trial, `trial I: VARIANT [CONDITION] SECONDS s (I of N, about T left)`.
-    The estimate is the mean time per trial so far times the trials still to run; N is the
-    most trials the run may take, so an adaptive run that stops early ends sooner.
-    """
-
-    def __init__(self, console: Console, clock=time.monotonic):
-        self.console = console
-        self.clock = clock
-        self.live = console.is_terminal
-        self.progress = Progress(
-            TextColumn("{task.description}", markup=False),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[left]}", markup=False),
-            TimeElapsedColumn(),
-            console=console,
-            auto_refresh=False,
-            transient=False,
-        )
-        self.task = None
-        self.total = 0
-        self.done = 0  # trials done, those of a resumed run's earlier session included
-        self.resumed = 0  # trials done before this session: not timed here
-        self.started = None
-        self.stage = ""
-
-    def __enter__(self):
-        if self.live:
-            self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.live:
-            self.progress.refresh()
-            self.progress.__exit__(*exc)
-
-    def time_left(self) -> str:
-        timed = self.done - self.resumed
-        if timed <= 0 or self.started is None:
-            return "time left unknown"
-        seconds = (self.clock() - self.started) / timed * max(0, self.total - self.done)
-        return f"about {_duration(seconds)} left"
-
-    def update(self, event: str, info: dict) -> None:
-        if event == "stage":
-            self.stage = info["text"]
-            self.console.print(f"· {self.stage}", highlight=False, markup=False, soft_wrap=True)
-            if self.task is not None:
-                self.progress.update(self.task, description=self.stage)
-        elif event == "trials":
-            self.total, self.started = info["total"], self.clock()
-            self.done = self.resumed = info.get("done", 0)
-            if self.live:
-                self.task = self.progress.add_task("measuring", total=self.total, completed=self.done, left="")
-        elif event == "trial_start" and "replaces" in info:
-            self.total += 1  # a trial that failed a gate runs again: one more to do
-            if self.task is not None:
-                self.progress.update(
-                    self.task,
-                    total=self.total,
-                    description=f"trial {info['index'] + 1}: {_variant(info)} again (trial "
-                    f"{info['replaces'] + 1} failed a gate)",
-                )
-        elif event == "trial_start" and self.task is not None:
-            self.progress.update(self.task, description=f"trial {info['index'] + 1} of {self.total}: {_variant(info)}")
-        elif event == "trial":
-            self.done += 1
-            number = info["index"] + 1
-            if self.task is not None:
-                self.progress.update(
-                    self.task,
-                    completed=self.done,
-                    left=self.time_left(),
-                    description=f"trial {number} of {self.total} done: {_variant(info)} {info['seconds']:.4g} s",
-                )
-            else:
-                self.console.print(
-                    f"trial {number}: {_variant(info)} {info['seconds']:.4g} s "
-                    f"({self.done} of {self.total}, {self.time_left()})",
-                    highlight=False,
-                    markup=False,
-                )
-            if info.get("failed_gates"):
-                self.console.print(
-                    f"trial {number} failed the {', '.join(info['failed_gates'])} gate: excluded from the "
-                    "statistics; it runs again if the retry budget allows",
-                    highlight=False,
-                    markup=False,
-                )
-        if self.live:
-            self.progress.refresh()
-
-
-def _variant(info: dict) -> str:
-    condition = info.get("condition")
-    return f"{info['variant']} [{condition}]" if condition else info["variant"]
-
-
-def _duration(seconds: float) -> str:
-    """12 s, 3 min 05 s, 1 h 02 min."""
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+main.add_command(lab_group)

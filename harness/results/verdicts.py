@@ -40,16 +40,7 @@ VERDICTS = (
 )
 # The claim over every pair and condition has one more word.
 SOME_CONDITIONS = "reproduced under some conditions"
-CLAIM_VERDICTS = (
-    "reproduced",
-    SOME_CONDITIONS,
-    "larger effect",
-    "smaller effect",
-    "no effect",
-    "reversed",
-    "inconclusive",
-    "not applicable",
-)
+CLAIM_VERDICTS = (VERDICTS[0], SOME_CONDITIONS, *VERDICTS[1:])
 # How the claim's word is chosen, stated in the report and the README.
 CLAIM_RULE = (
     "not applicable when every pair and condition is; reproduced when every tested one is reproduced "

@@ -18,14 +18,12 @@ import secrets
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 from harness import controller
 from harness.cpuset import CpuListError, CpuSet
 from harness.errors import HarnessError, Interrupted
 from harness.hosts.hoststate import DriftError
-from harness.hosts.inventory import Inventory
 from harness.hosts.inventory import load as load_inventory
 from harness.hosts.journal import HostLock, new_journal
 from harness.hosts.provision import Provisioner
@@ -35,23 +33,15 @@ from harness.results import analyse, store
 from harness.results.store import RunDirectory
 from harness.run import collect, preflight
 from harness.run import spec as spec_module
+from harness.run.context import Gathered, RunContext, RunOptions, now, unique_hosts
 from harness.run.execute import TrialSetting, run_trial
-from harness.run.finish import Gathered, RunOutcome, judge_pair, now, unique_hosts, write_results, write_running
+from harness.run.finish import RunOutcome, judge_pair, write_results, write_running
 from harness.run.interrupt import NoSignals, StopSignals
 from harness.run.plan import Plan, make_plan
 from harness.run.profile import Retries
 
 # progress(event, info): "stage" {text}, "trials" {total}, "trial" {index, variant, seconds}
 Progress = Callable[[str, dict], None]
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a run treats others and tests: wait up to `wait_seconds` for a host another run
-    holds (--wait); `fake_steal` is a seam for tests only (TrialSetting.fake_steal)."""
-
-    wait_seconds: float = 0.0
-    fake_steal: Callable | None = None
 
 
 class RunFailed(HarnessError):
@@ -89,19 +79,17 @@ def run_experiment(
         spec, quick, seed if seed is not None else secrets.randbelow(2**31), target_half_width, cpus, retries
     )
     run = RunDirectory.create(Path(out_dir), spec.claim.id)
-    gathered = Gathered(started=now(), trials=[])
-    return _run(
+    context = RunContext(
         spec,
         digest,
         Path(experiment_path),
         inventory,
+        inventory.hosts_for(spec.roles),
         plan,
         run,
-        gathered,
-        progress,
-        signals,
         RunOptions(wait_seconds, fake_steal),
     )
+    return _run(context, Gathered(started=now(), trials=[]), progress, signals)
 
 
 def resume_experiment(
@@ -151,69 +139,46 @@ def resume_experiment(
     gathered = Gathered(started=manifest.started or now(), trials=trials, resumed_trials=len(trials))
     gathered.recovered = list(manifest.recovered)
     inventory = load_inventory(inventory_path)
-    return _run(
+    context = RunContext(
         spec,
         digest,
         experiment_path,
         inventory,
+        inventory.hosts_for(spec.roles),
         plan,
         run,
-        gathered,
-        progress,
-        signals,
         RunOptions(wait_seconds, fake_steal),
     )
+    return _run(context, gathered, progress, signals)
 
 
-def _run(
-    spec,
-    digest,
-    experiment_path: Path,
-    inventory: Inventory,
-    plan: Plan,
-    run: RunDirectory,
-    gathered: Gathered,
-    progress: Progress | None,
-    signals: StopSignals | None,
-    options: RunOptions = RunOptions(),
-) -> RunOutcome:
+def _run(context: RunContext, gathered: Gathered, progress: Progress | None, signals: StopSignals | None) -> RunOutcome:
     progress = progress or (lambda event, info: None)
     signals = signals or NoSignals()
-    hosts_by_role = inventory.hosts_for(spec.roles)
 
     def checkpoint() -> None:
-        write_running(spec, digest, Path(experiment_path), inventory, hosts_by_role, plan, run, gathered)
+        write_running(context, gathered)
 
     try:
         checkpoint()
-        _measure(
-            spec, experiment_path, inventory, hosts_by_role, plan, run, gathered, progress, signals, checkpoint, options
-        )
+        _measure(context, gathered, progress, signals, checkpoint)
     except HarnessError as exc:
         gathered.error = exc
     except KeyboardInterrupt:  # a signal that came before our handler was installed
         gathered.error = Interrupted("interrupted: the run stopped; hosts were restored")
     with signals.deferred():
         progress("stage", {"text": "analysing and writing the report"})
-        outcome = write_results(spec, digest, Path(experiment_path), inventory, hosts_by_role, plan, run, gathered)
+        outcome = write_results(context, gathered)
     if gathered.error is not None:
-        raise RunFailed(gathered.error, run.path)
+        raise RunFailed(gathered.error, context.run.path)
     return outcome
 
 
 def _measure(
-    spec,
-    experiment_path,
-    inventory: Inventory,
-    hosts_by_role,
-    plan: Plan,
-    run: RunDirectory,
-    gathered: Gathered,
-    progress: Progress,
-    signals: StopSignals,
-    checkpoint: Callable[[], None],
-    options: RunOptions,
+    context: RunContext, gathered: Gathered, progress: Progress, signals: StopSignals, checkpoint: Callable[[], None]
 ) -> None:
+    spec, plan, run, hosts_by_role = context.spec, context.plan, context.run, context.hosts_by_role
+    inventory = context.inventory
     hosts = unique_hosts(hosts_by_role)
     with ExitStack() as stack:
         sessions = {host.name: stack.enter_context(HostSession(host)) for host in hosts}
@@ -222,7 +187,7 @@ def _measure(
         # The run's hosts are its own from here to the end: a second controller sees the lock.
         lock = HostLock(run.run_id, sessions, {host.name: host for host in hosts})
         stack.callback(lock.release)
-        lock.acquire(options.wait_seconds, waiting=lambda text: progress("stage", {"text": f"waiting: {text}"}))
+        lock.acquire(context.options.wait_seconds, waiting=lambda text: progress("stage", {"text": f"waiting: {text}"}))
         stale = [journal for journals in lock.stale.values() for journal in journals]
         if stale:
             for done in recover(inventory.path.resolve(), stale, run.ansible, signals.cancel_requested):
@@ -264,7 +229,7 @@ def _measure(
             with signals.deferred():
                 workspace, gathered.tools = provisioner.apply(
                     spec,
-                    spec_module.workload_dir(spec, experiment_path),
+                    spec_module.workload_dir(spec, context.experiment_path),
                     hosts_by_role,
                     plan.profile.parameters,
                     run.run_id,
@@ -278,11 +243,11 @@ def _measure(
                 sessions=sessions,
                 workspace=workspace,
                 parameters=plan.profile.parameters,
-                workload_dir=spec_module.workload_dir(spec, experiment_path),
+                workload_dir=spec_module.workload_dir(spec, context.experiment_path),
                 raw_dir=run.raw,
                 proxy_delay_ms=preflight.proxy_delay(spec, gathered.links),
                 cpu_restriction=plan.profile.cpus,
-                fake_steal=options.fake_steal,
+                fake_steal=context.options.fake_steal,
             )
             progress("trials", {"total": plan.most_trials, "done": len(gathered.trials)})
 

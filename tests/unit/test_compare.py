@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from harness.cli import _ProgressDisplay
+from harness.cli_progress import ProgressDisplay
 from harness.errors import HarnessError
 from harness.results import analyse, compare, store
 from tests.builders import frame, swept, write_run
@@ -24,7 +24,7 @@ from tests.builders import frame, swept, write_run
 def test_progress_on_a_terminal_shows_stage_trial_variant_and_time_left():
     screen = io.StringIO()
     now = [0.0]
-    display = _ProgressDisplay(
+    display = ProgressDisplay(
         Console(file=screen, force_terminal=True, width=160, color_system=None), clock=lambda: now[0]
     )
     with display:
@@ -50,7 +50,7 @@ def test_progress_on_a_terminal_shows_stage_trial_variant_and_time_left():
 
 def test_a_clearly_different_ratio_is_significant():
     rng = np.random.default_rng(5)
-    found = compare.ratio_difference(frame(rng, 2.0), frame(rng, 1.5), "base", "treat", "lower")
+    found = analyse.ratio_difference(frame(rng, 2.0), frame(rng, 1.5), "base", "treat", "lower")
     assert found.significant is True
     assert found.low < found.ratio < found.high < 1
     assert found.ratio == pytest.approx(0.75, rel=0.05)
@@ -59,7 +59,7 @@ def test_a_clearly_different_ratio_is_significant():
 
 def test_the_same_frame_twice_is_no_difference():
     values = frame(np.random.default_rng(6), 2.0)
-    found = compare.ratio_difference(values, values, "base", "treat", "lower")
+    found = analyse.ratio_difference(values, values, "base", "treat", "lower")
     assert found.ratio == pytest.approx(1.0)
     assert found.low < 1 < found.high
     assert found.p_value == pytest.approx(1.0)
@@ -71,8 +71,8 @@ def test_the_direction_follows_better():
     seconds = {"reference": frame(rng, 2.0), "other": frame(rng, 4.0)}
     # The same trials as requests per second, where higher is better: the same answer.
     rates = {name: values.assign(value=1 / values["value"]) for name, values in seconds.items()}
-    in_seconds = compare.ratio_difference(seconds["reference"], seconds["other"], "base", "treat", "lower")
-    in_rates = compare.ratio_difference(rates["reference"], rates["other"], "base", "treat", "higher")
+    in_seconds = analyse.ratio_difference(seconds["reference"], seconds["other"], "base", "treat", "lower")
+    in_rates = analyse.ratio_difference(rates["reference"], rates["other"], "base", "treat", "higher")
     assert in_seconds.significant is True and in_rates.significant is True
     assert in_seconds.ratio == pytest.approx(2.0, rel=0.05)
     assert in_rates.ratio == pytest.approx(2.0, rel=0.05)
@@ -80,7 +80,7 @@ def test_the_direction_follows_better():
 
 def test_a_run_with_one_run_mean_cannot_tell():
     rng = np.random.default_rng(8)
-    found = compare.ratio_difference(frame(rng, 2.0), frame(rng, 1.0, runs=1), "base", "treat", "lower")
+    found = analyse.ratio_difference(frame(rng, 2.0), frame(rng, 1.0, runs=1), "base", "treat", "lower")
     assert found.significant is None and found.ratio is None
     assert "other run has fewer than two run means" in found.reason
 
@@ -90,7 +90,7 @@ def test_runs_of_one_distribution_differ_significantly_about_one_time_in_twenty(
     rng = np.random.default_rng(9)
     thresholds = analyse.Thresholds(resamples=1000)
     found = [
-        compare.ratio_difference(
+        analyse.ratio_difference(
             frame(rng, 2.0, runs=5), frame(rng, 2.0, runs=5), "base", "treat", "lower", thresholds
         ).significant
         for _ in range(200)
@@ -163,7 +163,7 @@ def test_a_run_whose_trials_never_completed(tmp_path):
 def test_a_resumed_run_counts_its_earlier_trials_but_times_only_its_own():
     screen = io.StringIO()
     now = [0.0]
-    display = _ProgressDisplay(Console(file=screen, width=160), clock=lambda: now[0])  # not a terminal
+    display = ProgressDisplay(Console(file=screen, width=160), clock=lambda: now[0])  # not a terminal
     with display:
         display.update("trials", {"total": 10, "done": 6})
         now[0] += 20
