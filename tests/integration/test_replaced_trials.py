@@ -54,9 +54,9 @@ def read(run_dir):
     return gates, trials, verdict, summary, manifest
 
 
-# Other sessions share this machine: a limit the injected 30% (or 20%) steal passes and the
-# host's own steal does not, and no busy-host gate, so only the injected failures count.
-INJECTED_ONLY = "\nanalysis:\n  gate_steal: 0.15\n  gate_busy: 1.0\n"
+# A limit the injected 30% (or 40%) steal fails and the host's own passes (this VM's hypervisor
+# steals up to ~17% in bad windows), and no busy-host gate, so only the injected failures count.
+INJECTED_ONLY = "\nanalysis:\n  gate_steal: 0.25\n  gate_busy: 1.0\n"
 
 
 def test_trials_with_injected_steal_are_rerun_excluded_and_counted(tmp_path):
@@ -100,7 +100,7 @@ def test_trials_with_injected_steal_are_rerun_excluded_and_counted(tmp_path):
 
 def test_an_exhausted_budget_makes_the_pair_inconclusive_naming_the_gate(tmp_path):
     experiment = small_experiment(tmp_path, INJECTED_ONLY)
-    # Every trial of the treatment reads 20% steal: no rerun can pass; 1 retry per variant.
+    # Every trial of the treatment reads 40% steal: no rerun can pass; 1 retry per variant.
     outcome = run_experiment(
         experiment,
         INVENTORY,
@@ -108,7 +108,7 @@ def test_an_exhausted_budget_makes_the_pair_inconclusive_naming_the_gate(tmp_pat
         quick=True,
         seed=5,
         retries=Retries(1, 10),
-        fake_steal=lambda t: 0.2 if t.variant == "half_work" else None,
+        fake_steal=lambda t: 0.4 if t.variant == "half_work" else None,
     )
     gates, trials, verdict, summary, manifest = read(outcome.run_dir)
     assert len(trials) == 7  # 6 planned, 1 retry of the treatment
@@ -117,7 +117,7 @@ def test_an_exhausted_budget_makes_the_pair_inconclusive_naming_the_gate(tmp_pat
     assert len(treatment) == 4 and set(statuses[treatment]) == {"excluded"}
     assert verdict["verdict"] == "inconclusive" and verdict["rule"] == "retry budget exhausted"
     assert "the CPU steal gate failed in 4 of 7 trials of this pair" in verdict["reason"]
-    assert "limit 0.15" in verdict["reason"] and "--retries" in verdict["reason"]
+    assert "limit 0.25" in verdict["reason"] and "--retries" in verdict["reason"]
     assert summary["verdict"] == "inconclusive"
     assert manifest["stopping"]["retries_per_variant"] == 1 and manifest["stopping"]["retries_total"] == 10
 
