@@ -192,8 +192,12 @@ def test_a_cpu_hog_on_the_servers_cpu_invalidates_those_trials_and_they_are_repl
         pytest.skip(
             f"the machine was busy throughout: every trial failed the busy-host gate ({others['detail'].iloc[0]})"
         )
-    for order in (1, 2):
-        assert busy.loc[order, "status"] == "replaced"
-    assert len(trials) >= 8 and verdict["replaced_trials"] >= 2
-    assert verdict["invalid_trials"].get("busy host", 0) >= 2
-    assert verdict["n_baseline"] == verdict["n_treatment"] == 3
+    # Each hogged trial ran again; on a machine whose own load also fails some reruns, a trial
+    # whose budget ran out is excluded instead, and the verdict then names the gate.
+    assert len(trials) >= 8 and verdict["invalid_trials"].get("busy host", 0) >= 2
+    statuses = {busy.loc[order, "status"] for order in (1, 2)}
+    if statuses == {"replaced"}:
+        assert verdict["replaced_trials"] >= 2 and verdict["n_baseline"] == verdict["n_treatment"] == 3
+    else:
+        assert statuses <= {"replaced", "excluded"}
+        assert verdict["rule"] == "retry budget exhausted" and "busy host" in verdict["reason"], verdict
