@@ -10,8 +10,6 @@ shows whether the harness stayed off the CPU while it measured.
 from __future__ import annotations
 
 import json
-import os
-import re
 import shlex
 import time
 from collections.abc import Callable
@@ -27,7 +25,8 @@ from harness.hosts import nftables
 from harness.hosts.inventory import Host
 from harness.hosts.linkdelay import start_delay_proxy
 from harness.hosts.provision import Workspace
-from harness.hosts.remote import Background, HostSession, record_started
+from harness.hosts.remote import Background, HostSession
+from harness.run import accounting
 from harness.run.interrupt import StopSignals
 from harness.run.placeholders import DELAY_KEY, LOSS_KEY, fill
 from harness.run.plan import Trial
@@ -156,14 +155,14 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         counters_before = {name: session.counters() for name, session in involved.items()}
         window_started = (read_started + time.monotonic()) / 2
         cpu_before = server_session.session_cpu_seconds(server) if server else 0.0
-        harness_before = _own_cpu_seconds()
+        harness_before = accounting.own_cpu_seconds()
         started = time.monotonic()
         stdouts, files, load_cpu = [], [], 0.0
         for run in range(variant.load.runs):
             signals.check()
             name = f"{stem}-load" + (f"-{run + 1}" if variant.load.runs > 1 else "")
             result = client_session.shell(
-                _load_script(
+                accounting.load_script(
                     load_argv,
                     load_pidfile,
                     _allowed_cpus(variant.load.cpus, setting),
@@ -174,7 +173,7 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
                 check=False,
                 shown=load_argv[0],
             )
-            stderr, cpu = _split_load_cpu(result.stderr)
+            stderr, cpu = accounting.split_load_cpu(result.stderr)
             (setting.raw_dir / f"{name}.out").write_text(result.stdout)
             (setting.raw_dir / f"{name}.err").write_text(stderr)
             _check_load_run(
@@ -195,7 +194,7 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
             files.append(f"{name}.out")
             load_cpu = load_cpu + cpu if cpu is not None and load_cpu is not None else None
         wall = time.monotonic() - started
-        harness_cpu = _own_cpu_seconds() - harness_before
+        harness_cpu = accounting.own_cpu_seconds() - harness_before
         load_done = True
         cpu_after = server_session.session_cpu_seconds(server) if server else 0.0
         read_started = time.monotonic()
@@ -204,13 +203,15 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         if variant.result:
             # The receiving side's count replaces the load generator's values.
             stdouts, files = [_result_output(setting, variant, values, wall, trial, stem)], [f"{stem}-result.out"]
-        placement = _placement(setting, variant, server_host, client_host)
+        placement = accounting.placement(
+            setting.sessions, setting.cpu_restriction, _roles(variant, server_host, client_host)
+        )
         host_changes = {
-            name: {**_changes(counters_before[name], counters_after[name]), "window_seconds": window}
+            name: {**accounting.counter_changes(counters_before[name], counters_after[name]), "window_seconds": window}
             for name in involved
         }
         if setting.fake_steal is not None:
-            _add_fake_steal(host_changes, placement, setting.fake_steal(trial), window)
+            accounting.add_fake_steal(host_changes, placement, setting.fake_steal(trial), window)
         output = TrialOutput(
             trial=trial,
             load_stdouts=tuple(stdouts),
@@ -392,97 +393,12 @@ def _install_config(setting, variant, values, session: HostSession, stem: str) -
     session.put(local, values["config"])
 
 
-LOAD_CPU_MARK = "harness-load-cpu:"
-
-
-def _load_script(argv: list[str], pidfile: str, cpus: str | None, timeout: float, journal: str | None = None) -> str:
-    # The pid file names `timeout`, which leads the load's process group. The shell
-    # waits for it and then reports its children's CPU time (`times`, second line)
-    # through a file: `times` in a pipe or $(...) would run in a subshell and see none.
-    command = ["timeout", "--kill-after=5", f"{timeout:g}"] + (["taskset", "-c", cpus] if cpus else []) + argv
-    pid, cpu = shlex.quote(pidfile), shlex.quote(pidfile + ".times")
-    return (
-        f"{shlex.join(command)} &\npid=$!\necho $pid >{pid}\n{record_started(journal)}wait $pid\nrc=$?\ntimes >{cpu}\n"
-        f'echo "{LOAD_CPU_MARK} $(tail -n 1 {cpu})" >&2\nexit $rc'
-    )
-
-
-_TIMES = re.compile(r"([0-9]+)m([0-9.]+)s")
-
-
-def _split_load_cpu(stderr: str) -> tuple[str, float | None]:
-    """Take the CPU line _load_script appends off the load generator's stderr."""
-    lines = stderr.rstrip("\n").split("\n")
-    if not lines or not lines[-1].startswith(LOAD_CPU_MARK):
-        return stderr, None
-    clock = _TIMES.findall(lines[-1])
-    rest = "\n".join(lines[:-1])
-    if len(clock) != 2:
-        return rest, None
-    return (rest + "\n" if rest else ""), sum(int(minutes) * 60 + float(seconds) for minutes, seconds in clock)
-
-
-def _changes(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Counter deltas; every X_ticks becomes X_seconds. Gauges (cpus, ticks per second) are left out."""
-    tick = after.get("ticks_per_second", 100.0)
-    changes = {}
-    for name in after:
-        if name not in before or name in ("cpus", "ticks_per_second"):
-            continue
-        if name.endswith("_ticks"):
-            changes[name.removesuffix("_ticks") + "_seconds"] = (after[name] - before[name]) / tick
-        else:
-            changes[name] = after[name] - before[name]
-    return changes
-
-
-_LOCAL_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-def _placement(setting: TrialSetting, variant: Variant, server_host: Host, client_host: Host) -> dict[str, dict]:
-    """Where the trial's processes could run, per machine: hosts with one kernel boot id are one
-    machine (lab hosts are namespaces of this one), so their CPUs and counters are shared."""
-    try:
-        local = _LOCAL_BOOT_ID.read_text().strip()
-    except OSError:
-        local = None
-    roles = ([("server", server_host, variant.server.cpus)] if variant.server else []) + [
-        ("load", client_host, variant.load.cpus)
-    ]
-    machines: dict[str, dict] = {}
-    for role, host, pinned in roles:
-        boot = setting.sessions[host.name].boot_id()
-        cpus = placed(pinned, setting.cpu_restriction)
-        machine = machines.setdefault(boot, {"host": host.name, "hosts": [], "roles": [], "cpus": []})
-        machine["hosts"] = list(dict.fromkeys([*machine["hosts"], host.name]))
-        machine["roles"].append(role)
-        # One unpinned process can run anywhere: the machine's CPUs are then all the trial's.
-        machine["cpus"] = None if cpus is None or machine["cpus"] is None else sorted({*machine["cpus"], *cpus})
-        machine["harness"] = boot == local
-    return {machine.pop("host"): machine for machine in machines.values()}
-
-
-def _add_fake_steal(host_changes: dict, placement: dict, share: float | None, wall: float) -> None:
-    """The test seam (TrialSetting.fake_steal): add `share` of the window as steal on every CPU
-    the trial could use, machine-wide too, as if the hypervisor had taken it."""
-    if not share:
-        return
-    for host, machine in placement.items():
-        changes = host_changes[host]
-        cpus = machine["cpus"]
-        if cpus is None:
-            cpus = [int(key[3:].split("_")[0]) for key in changes if key.startswith("cpu") and "_steal_" in key]
-        for cpu in cpus:
-            key = f"cpu{cpu}_steal_seconds"
-            changes[key] = changes.get(key, 0.0) + share * wall
-        changes["steal_seconds"] = changes.get("steal_seconds", 0.0) + share * wall * len(cpus)
-
-
-def _own_cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else "no output"
+
+
+def _roles(variant: Variant, server_host: Host, client_host: Host) -> list[tuple[str, Host, CpuSet | None]]:
+    """(role, host, pinned CPUs) of each process the trial starts."""
+    server = [("server", server_host, variant.server.cpus)] if variant.server else []
+    return [*server, ("load", client_host, variant.load.cpus)]

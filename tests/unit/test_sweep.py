@@ -12,7 +12,7 @@ from harness.errors import SpecError, TrialError
 from harness.hosts.remote import HostSession
 from harness.results.verdicts import claim_verdict, compare_pair
 from harness.run import collect
-from harness.run.execute import _load_script, _split_load_cpu
+from harness.run.accounting import load_script, split_load_cpu
 from harness.run.plan import conditions, make_plan
 from harness.run.spec import load
 from tests.builders import LOADGEN, LOCAL, ROOT, sweep_experiment
@@ -150,8 +150,8 @@ def test_load_script_reports_the_load_generators_cpu_time(tmp_path):
         "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\nprint('done')",
     ]
     with HostSession(LOCAL) as session:
-        result = session.shell(_load_script(busy, str(tmp_path / "load.pid"), None, 30), timeout=60, check=False)
-    stderr, cpu = _split_load_cpu(result.stderr)
+        result = session.shell(load_script(busy, str(tmp_path / "load.pid"), None, 30), timeout=60, check=False)
+    stderr, cpu = split_load_cpu(result.stderr)
     assert result.exited == 0 and result.stdout == "done\n"
     assert stderr == ""
     assert 0.3 <= cpu < 1.0
@@ -161,8 +161,8 @@ def test_load_script_reports_the_load_generators_cpu_time(tmp_path):
 def test_load_script_keeps_the_exit_status_and_stderr(tmp_path):
     failing = ["sh", "-c", "echo broken >&2; exit 3"]
     with HostSession(LOCAL) as session:
-        result = session.shell(_load_script(failing, str(tmp_path / "load.pid"), None, 30), timeout=60, check=False)
-    stderr, cpu = _split_load_cpu(result.stderr)
+        result = session.shell(load_script(failing, str(tmp_path / "load.pid"), None, 30), timeout=60, check=False)
+    stderr, cpu = split_load_cpu(result.stderr)
     assert result.exited == 3
     assert stderr == "broken\n"
     assert cpu is not None
