@@ -31,7 +31,7 @@ from harness.results.verdicts import (
     replaced_counts,
     thresholds_for,
 )
-from harness.run import collect
+from harness.run import collect, gates
 from harness.run.context import Gathered, RunContext, now
 from harness.run.describe import describe_conditions, manifest_of, run_notes
 
@@ -60,11 +60,11 @@ def write_running(context: RunContext, gathered: Gathered) -> None:
 
 def _judge_trials(spec, trials: list[store.Trial]) -> tuple[list[dict], dict[int, str]]:
     """Every trial's gate rows, and each trial's status (valid, replaced, excluded) by its order."""
-    gate_rows = [row for trial in trials for row in collect.gates_for(spec, trial)]
+    gate_rows = [row for trial in trials for row in gates.gates_for(spec, trial)]
     rows_by_trial: dict[int, list[dict]] = {}
     for row in gate_rows:
         rows_by_trial.setdefault(row["order"], []).append(row)
-    status_by_order = collect.trial_status(rows_by_trial, trials)
+    status_by_order = gates.trial_status(rows_by_trial, trials)
     for row in gate_rows:
         row["status"] = status_by_order[row["order"]]
     return gate_rows, status_by_order

@@ -31,7 +31,7 @@ from harness.hosts.recovery import recover
 from harness.hosts.remote import HostSession
 from harness.results import analyse, store
 from harness.results.store import RunDirectory
-from harness.run import collect, preflight
+from harness.run import collect, gates, preflight
 from harness.run import spec as spec_module
 from harness.run.context import Gathered, RunContext, RunOptions, now, unique_hosts
 from harness.run.execute import TrialSetting, run_trial
@@ -342,7 +342,7 @@ def _one_trial(spec, trial, setting, signals, progress, record, of: str, replaci
         raise type(exc)(f"{shown} ({trial.variant}): {exc}") from None
     measured = collect.measure(output, spec.variants[trial.variant].load.parser, spec.warmup_values)
     record(measured)
-    failed = [row["gate"] for row in collect.gates_for(spec, measured) if not row["passed"]]
+    failed = [row["gate"] for row in gates.gates_for(spec, measured) if not row["passed"]]
     progress("trial", {**info, "seconds": sum(measured.values) / len(measured.values), "failed_gates": failed})
     return measured
 
@@ -378,15 +378,13 @@ def _replace_invalid(spec, plan: Plan, this_round, setting, gathered: Gathered, 
 def _valid_slots(spec, trials: list[store.Trial]) -> set[tuple[str, str, int]]:
     """(variant, condition, repetition) of every trial that passed all its gates."""
     return {
-        (m.variant, m.condition, m.repetition)
-        for m in trials
-        if all(row["passed"] for row in collect.gates_for(spec, m))
+        (m.variant, m.condition, m.repetition) for m in trials if all(row["passed"] for row in gates.gates_for(spec, m))
     }
 
 
 def valid_trials(spec, trials: list[store.Trial]) -> list[store.Trial]:
     """The trials that passed every gate: the only ones the statistics see."""
-    return [m for m in trials if all(row["passed"] for row in collect.gates_for(spec, m))]
+    return [m for m in trials if all(row["passed"] for row in gates.gates_for(spec, m))]
 
 
 def _half_widths(spec, plan: Plan, trials: list[store.Trial]) -> dict[tuple[str, str], float | None]:

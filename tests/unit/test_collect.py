@@ -11,14 +11,13 @@ from harness.results import store
 from harness.run.collect import (
     GIB,
     costs_frame,
-    gates,
     measure,
     parse_fetch_json,
-    trial_status,
     values_frame,
     write_pyperf,
 )
 from harness.run.execute import TrialOutput
+from harness.run.gates import gates, trial_status
 from harness.run.plan import Trial
 
 FETCH_OUTPUT = """{"seconds": 0.500000000, "bytes": 1073741824}
