@@ -22,12 +22,29 @@ from harness.cpuset import CpuListError, CpuSet
 from harness.errors import HarnessError, Interrupted
 from harness.run import spec as spec_module
 from harness.run.interrupt import StopSignals
+from harness.run.profile import Retries
 from harness.run.spec_source import shown_path
 
 
 def _fail(error: HarnessError, status: int = 1) -> None:
     click.echo(f"error: {error}", err=True)
     sys.exit(status)
+
+
+class _ParsedOption(click.ParamType):
+    """An option's text parsed once into the harness's own value (CpuSet, Retries); the
+    parser's message becomes click's usage error, which names the option."""
+
+    def __init__(self, name: str, parse, errors: type[Exception]):
+        self.name, self.parse, self.errors = name, parse, errors
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        try:
+            return self.parse(value)
+        except self.errors as error:
+            self.fail(str(error), param, ctx)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,14 +86,14 @@ def main() -> None:
 @click.option(
     "--cpus",
     metavar="LIST",
-    callback=lambda ctx, param, value: _cpu_set(value),
+    type=_ParsedOption("LIST", CpuSet.parse, CpuListError),
     help="Run servers and load generators on these CPUs only (e.g. 0 or 0-1), as if the host had no "
     "others; recorded in the manifest as part of the host's fingerprint.",
 )
 @click.option(
     "--retries",
     metavar="N[,TOTAL]",
-    callback=lambda ctx, param, value: _retries(value),
+    type=_ParsedOption("N[,TOTAL]", Retries.parse, ValueError),
     help="Run a trial that failed a validity gate again, up to N times per variant and condition and TOTAL "
     "times in the run (default: the experiment's analysis.retries, 4 and half the run's most trials).",
 )
@@ -163,26 +180,6 @@ def run(
             f"excluded from the statistics ({GATES_FILE})"
         )
     click.echo(f"report: {outcome.run_dir / 'index.html'}")
-
-
-def _retries(value: str | None):
-    """--retries, parsed here once; the run gets a Retries."""
-    if value is None:
-        return None
-    from harness.run.profile import Retries
-
-    try:
-        return Retries.parse(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--retries") from None
-
-
-def _cpu_set(value: str | None) -> CpuSet | None:
-    """--cpus, parsed here once; the run gets the CpuSet."""
-    try:
-        return CpuSet.parse(value) if value is not None else None
-    except CpuListError as error:
-        raise click.BadParameter(str(error)) from None
 
 
 @main.command()
