@@ -6,7 +6,9 @@ prints one JSON object on stdout. Standard library only: it runs on the host's o
 
 Everything lives in one root-only folder per host, STATE_ROOT/<host key>/ (mode 0700),
 where the host key is the network namespace (`net-4026531840`): lab hosts are namespaces
-of one machine, sharing its filesystem but not their sysctls and devices.
+of one machine, sharing its filesystem but not their sysctls and devices. A folder that
+holds neither a lock nor a journal is removed, so a host with no run on it keeps only the
+empty STATE_ROOT (the machine-wide mutex, see mutex()).
 
     lock.json                 the lock: {"run_id", "controller": {...}, "since", "expires"}
     journal-<run id>.json     what restore needs: the snapshot, the work folder, the controller
@@ -44,7 +46,6 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 def main():
     mode = sys.argv[1]
     given = json.loads(sys.stdin.read() or "{}")
-    folder = state_folder()
     handlers = {
         "acquire": acquire,
         "renew": renew,
@@ -56,32 +57,54 @@ def main():
     }
     if mode not in handlers:
         raise SystemExit(f"unknown mode {mode!r}")
-    with mutex(folder):
+    with mutex():
+        folder = state_folder()
         result = handlers[mode](folder, given)
+        prune_empty_folders()
     json.dump(result, sys.stdout, sort_keys=True)
 
 
 # --- where and who ------------------------------------------------------------------
 
 
+def state_root():
+    os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
+    os.chmod(STATE_ROOT, 0o700)
+    return STATE_ROOT
+
+
 def state_folder():
     key = re.sub(r"[^0-9]", "", os.readlink("/proc/self/ns/net")) or "0"
-    folder = f"{STATE_ROOT}/net-{key}"
+    folder = f"{state_root()}/net-{key}"
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    os.chmod(STATE_ROOT, 0o700)
     os.chmod(folder, 0o700)
     return folder
 
 
 @contextlib.contextmanager
-def mutex(folder):
-    """One controller at a time reads and changes the lock and the journals."""
-    fd = os.open(f"{folder}/.mutex", os.O_RDWR | os.O_CREAT, 0o600)
+def mutex():
+    """One controller at a time, on the whole machine, reads and changes locks and journals.
+    The lock is on STATE_ROOT itself, which is never removed, so the namespaces' folders
+    can be removed once empty without a waiter ending up on a deleted folder."""
+    fd = os.open(state_root(), os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
+
+
+def prune_empty_folders():
+    """Remove every namespace folder that holds no lock and no journal (only the `.mutex`
+    file an older harness kept there, if anything): a lab namespace that is gone leaves none."""
+    for name in os.listdir(STATE_ROOT):
+        folder = f"{STATE_ROOT}/{name}"
+        if not name.startswith("net-") or not os.path.isdir(folder):
+            continue
+        if set(os.listdir(folder)) <= {".mutex"}:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f"{folder}/.mutex")
+            os.rmdir(folder)
 
 
 def boot_id():

@@ -126,6 +126,7 @@ def assert_as_found(lab, before: dict, run_dir: Path, processes: list[tuple[int,
     assert not [pid for pid, started in processes if start_time(pid) == started], "a process of the run is alive"
     assert not (WORK_ROOT / run_dir.name).exists()
     assert journal_files(lab) == []
+    assert not [host.name for host in lab.hosts if state_folder(host).exists()], "an empty state folder is left"
 
 
 @pytest.mark.parametrize("stage", list(STAGES))

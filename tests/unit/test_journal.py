@@ -101,6 +101,24 @@ def test_taking_a_lock_returns_every_journal_left_and_clear_removes_one(host):
     assert host.clear(host.folder, {"run_id": "old-run"})["changed"] is False  # idempotent
 
 
+def test_folders_that_hold_neither_lock_nor_journal_are_removed_and_the_root_stays(host):
+    root = host.STATE_ROOT
+    gone_namespace = f"{root}/net-1"  # what an older harness left for a lab namespace since deleted
+    os.makedirs(gone_namespace)
+    open(f"{gone_namespace}/.mutex", "w").close()
+    journaled = f"{root}/net-2"
+    os.makedirs(journaled)
+    host.write(journaled, {"journal": {"run_id": "left", "workdir": "/var/tmp/harness/left"}})
+    host.acquire(host.folder, {"run_id": "run-a", "controller": me(), "lease": 30})
+    host.prune_empty_folders()
+    assert sorted(os.listdir(root)) == sorted(["net-2", os.path.basename(host.folder)])
+    host.release(host.folder, {"run_id": "run-a"})
+    host.prune_empty_folders()
+    assert os.listdir(root) == ["net-2"]
+    with host.mutex():  # the machine-wide mutex is the root folder itself, which stays
+        assert os.path.isdir(root)
+
+
 def test_a_run_id_that_is_not_a_file_name_is_refused(host):
     with pytest.raises(SystemExit, match="cannot name a journal"):
         host.clear(host.folder, {"run_id": "../../etc/passwd"})
