@@ -134,6 +134,7 @@ def lab_up_command(
     except lab_module.LinkPropertyError as error:
         raise click.BadParameter(error.problem, param_hint=f"'{_LINK_FLAGS[error.field]}'") from None
     try:
+        _restore_left_runs(name, Path(base_dir))
         created = lab_module.lab_up(name=name, hosts=hosts, base_dir=Path(base_dir), link=link)
     except HarnessError as error:
         _fail(error)
@@ -194,7 +195,16 @@ def lab_down_command(name: str, base_dir: str) -> None:
     from harness.hosts import lab as lab_module
 
     try:
+        _restore_left_runs(name, Path(base_dir))
         lab_module.lab_down(name=name, base_dir=Path(base_dir))
     except HarnessError as error:
         _fail(error)
     click.echo(f"lab {name}: down")
+
+
+def _restore_left_runs(name: str, base_dir: Path) -> None:
+    """Before the lab is kept, rebuilt or removed: restore what killed runs left on its hosts."""
+    from harness.hosts.lab.leftovers import restore_left_runs
+
+    for line in restore_left_runs(name, base_dir):
+        click.echo(line)

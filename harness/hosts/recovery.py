@@ -76,6 +76,7 @@ class HostReport:
     host: str
     lines: tuple[str, ...]
     ok: bool  # the host is as its journals' snapshots found it (or held no journal)
+    journals: int = 0  # journals of runs that were not running, found and restored (or tried)
 
 
 def restore_hosts(inventory_path: Path, host_name: str | None, log_dir: Path) -> list[HostReport]:
@@ -106,9 +107,8 @@ def restore_hosts(inventory_path: Path, host_name: str | None, log_dir: Path) ->
                         reports.append(HostReport(host.name, (f"{host.name}: no journal; nothing to restore",), True))
                         continue
                     done = recover(inventory.path.resolve(), journals, log_dir)
-                    reports.append(
-                        HostReport(host.name, tuple(item.line() for item in done), all(item.as_found for item in done))
-                    )
+                    lines = tuple(item.line() for item in done)
+                    reports.append(HostReport(host.name, lines, all(item.as_found for item in done), len(done)))
                 finally:
                     lock.release()
         except HarnessError as exc:

@@ -170,6 +170,21 @@ def test_a_killed_run_is_put_back_by_the_next_run(lab, experiment, tmp_path, sta
     assert not (WORK_ROOT / run_dir.name).exists()
 
 
+def test_a_killed_run_is_put_back_by_lab_up_which_keeps_the_lab(lab, experiment, tmp_path):
+    before = {host.name: host_values(host) for host in lab.hosts}
+    killed = kill_at(lab, experiment, tmp_path / "killed", "trial")
+    processes = recorded_processes(lab)
+    assert journal_files(lab), "the killed run left no journal"
+    result = run_harness(
+        "lab", "up", "--name", lab.name, "--hosts", "2", "--base-dir", lab.directory.parent, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{lab.hosts[0].name}: restored what run {killed.name} left" in result.stdout
+    assert_as_found(lab, before, killed, processes)
+    # The healthy lab was kept, not rebuilt: the same sshd answers.
+    assert f"sshd pid {lab.hosts[0].sshd_pid}" in result.stdout
+
+
 def test_a_second_run_on_a_locked_host_stops_or_waits(lab, experiment, tmp_path):
     first = start_run(lab, experiment, tmp_path / "first")
     try:
@@ -227,8 +242,53 @@ def test_a_run_killed_after_n_trials_resumes_to_a_complete_run(lab, experiment, 
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"restored what run {run_dir.name}" in result.stderr  # its own journal, left by the kill
     trials = (run_dir / "trials.jsonl").read_text().splitlines()
-    assert trials[:2] == kept and len(trials) == 4
+    # the 4 planned trials, and more where a validity gate (CPU steal on this VM) had one rerun
+    assert trials[:2] == kept and len(trials) >= 4
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["resumed_trials"] == 2
     assert run_harness("verify", run_dir).returncode == 0
     assert journal_files(lab) == [] and not (WORK_ROOT / run_dir.name).exists()
+
+
+def lab_sshd_pids(host) -> list[int]:
+    """Every sshd process in the host's namespace: the lab's listener and its sessions."""
+    listed = subprocess.run(["ip", "netns", "pids", host.name], capture_output=True, text=True, check=True).stdout
+    found = []
+    for pid in map(int, listed.split()):
+        try:
+            if os.readlink(f"/proc/{pid}/exe") == "/usr/sbin/sshd":
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+# Last in the module: `lab up` rebuilds the lab once it has restored it (its recorded sshd is gone).
+def test_a_host_whose_sshd_dies_mid_run_fails_the_run_and_lab_up_restores_it(lab, experiment, tmp_path):
+    server = lab.hosts[0]
+    process = start_run(lab, experiment, tmp_path / "out", "--seed", "0")
+    try:
+        wait_for(process, "trial 2:")
+        for pid in lab_sshd_pids(server):  # the lab's own sshd, started by the fixture's lab_up
+            os.kill(pid, signal.SIGKILL)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and server.name in last and "Traceback" not in stderr, last
+    (run_dir,) = (tmp_path / "out").iterdir()
+    assert len((run_dir / "trials.jsonl").read_text().splitlines()) >= 2  # the trials gathered are kept
+    folders = [state_folder(host) for host in lab.hosts]
+    assert list(folders[0].glob("journal-*.json")), "the unreachable server host kept no journal"
+    processes = recorded_processes(lab)
+
+    result = run_harness(
+        "lab", "up", "--name", lab.name, "--hosts", "2", "--base-dir", lab.directory.parent, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{server.name}: restored what run {run_dir.name} left" in result.stdout
+    assert not [pid for pid, started in processes if start_time(pid) == started], "a process of the run is alive"
+    assert not (WORK_ROOT / run_dir.name).exists()
+    assert not [folder for folder in folders if folder.exists()], "a journal or state folder is left"
