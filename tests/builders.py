@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from harness.hosts.inventory import Host
+from harness.results import store
 from harness.results.verdicts import compare_pair
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,3 +284,24 @@ def journal_experiment(folder: Path) -> Path:
     target = folder / "journal.yaml"
     target.write_text(text)
     return target
+
+
+def trial_record(**overrides) -> store.Trial:
+    """A completed trial's record with plausible numbers; `overrides` set any field."""
+    fields = {
+        "variant": "a",
+        "repetition": 0,
+        "order": 0,
+        "condition": "",
+        "values": (0.5, 0.25),
+        "warmups": (1.0,),
+        "bytes_moved": 10,
+        "server_cpu_seconds": 0.1,
+        "client_cpu_seconds": None,
+        "harness_cpu_seconds": 0.01,
+        "wall_seconds": 1.0,
+        "load_file": "000-a-load.out",
+        "host_changes": {"h1": {"steal_seconds": 0.0}},
+        "host_cpus": {"h1": 2.0},
+    }
+    return store.Trial(**{**fields, **overrides})

@@ -255,6 +255,7 @@ def build_context(
     files: list[str],
     notes: list[str],
     drift: list[dict],
+    timing: dict | None = None,
 ) -> dict:
     """Everything report.html.j2 shows. With a sweep, tables and charts show each variant under
     each condition as its own series."""
@@ -290,6 +291,7 @@ def build_context(
         "files": [{"label": name, "href": name} for name in files],
         "notes": notes,
         "drift": drift,
+        "timing": time_table(timing or {}),
     }
 
 
@@ -345,4 +347,40 @@ def cost_table(costs: pd.DataFrame, labels: list[str]) -> list[dict]:
                 "wall_seconds": float(own["wall_seconds"].mean()),
             }
         )
+    return rows
+
+
+STAGE_NAMES = {
+    "start-up": "start-up: experiment, plan, run directory",
+    "hosts": "hosts: connect, check, lock, recover, ports",
+    "snapshot": "snapshot of host settings (Ansible)",
+    "provision": "provisioning: packages, builds, data, sysctls (Ansible)",
+    "trials": "trials",
+    "restore": "restore of host settings (Ansible)",
+    "report": "analysis and report files",
+}
+TRIAL_PARTS = {
+    "load_windows": "load windows (measuring)",
+    "set_up": "set-up: config, server start, readiness, counters",
+    "tear_down": "tear-down: counters, stopping the server",
+    "between": "between trials: gates, records, progress",
+}
+
+
+def time_table(timing: dict) -> list[dict]:
+    """Rows (what, seconds, share of the wall time, part of the trials) of the manifest's
+    `timing` (harness/run/timing.py); [] for a run written before it was recorded."""
+    wall = timing.get("wall_seconds")
+    if not wall:
+        return []
+    rows = []
+    for stage, seconds in timing.get("stages", {}).items():
+        rows.append({"what": STAGE_NAMES.get(stage, stage), "seconds": seconds, "share": seconds / wall, "part": False})
+        if stage == "trials":
+            rows += [
+                {"what": TRIAL_PARTS[part], "seconds": value, "share": value / wall, "part": True}
+                for part, value in timing.get("trials", {}).items()
+                if part in TRIAL_PARTS
+            ]
+    rows.append({"what": "wall time", "seconds": wall, "share": 1.0, "part": False})
     return rows

@@ -182,6 +182,8 @@ class Manifest:
     order_seed: int | None = None
     stopping: Stopping = Stopping()
     harness_costs: dict = field(default_factory=dict)
+    # Where the wall time went (harness/run/timing.py): wall_seconds, stages, trials, load_window_share.
+    timing: dict = field(default_factory=dict)
     # The process running the run (harness/controller.py): a "running" run whose
     # controller is gone crashed (shown_status), and `harness run --resume` finishes it.
     controller: dict = field(default_factory=dict)
@@ -249,6 +251,10 @@ class Trial:
     errors: int = 0
     # Per machine: the CPUs the trial's processes were allowed to use, roles, hosts (format 3).
     placement: dict = field(default_factory=dict)
+    # Wall time around the load window: before it (config, server start, readiness, counters)
+    # and after it (counters, stopping the server); None in runs written before these existed.
+    setup_seconds: float | None = None
+    teardown_seconds: float | None = None
 
     @property
     def server_cpu_seconds_per_gib(self) -> float:

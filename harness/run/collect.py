@@ -203,6 +203,8 @@ def measure(output: TrialOutput, parser: str, warmup_values: int) -> Trial:
         units=sum(r.units for r in results),
         errors=sum(r.errors for r in results),
         placement=output.placement,
+        setup_seconds=output.setup_seconds,
+        teardown_seconds=output.teardown_seconds,
     )
 
 

@@ -15,6 +15,7 @@ from harness.results import store
 from harness.results.store import RunDirectory
 from harness.run.plan import Plan
 from harness.run.spec import ExperimentSpec
+from harness.run.timing import StageClock
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Gathered:
     not_applicable: str | None = None  # why the hosts cannot test the claim (experiment `requires`)
     drift: list = field(default_factory=list)  # hoststate.Drift: settings restore could not put back
     recovered: list = field(default_factory=list)  # {"host", "run_id", "result"}: stale journals restored first
+    clock: StageClock = field(default_factory=StageClock)  # wall time per stage, for the manifest
 
 
 def unique_hosts(hosts_by_role) -> list[Host]:

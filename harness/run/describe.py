@@ -206,6 +206,7 @@ def manifest_of(
             "load_window_seconds": round(float(costs["wall_seconds"].sum()), 3),
             "peak_rss_mib": round(own.ru_maxrss / 1024, 1),
         },
+        timing=gathered.clock.record(gathered.trials),
     )
 
 

@@ -9,6 +9,7 @@ shows whether the harness stayed off the CPU while it measured.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import time
@@ -75,9 +76,12 @@ class TrialOutput:
     # processes were allowed to use there (None: any), the roles that ran there, the hosts, and
     # whether the harness itself runs on it (see placement()).
     placement: dict[str, dict] = field(default_factory=dict)
+    setup_seconds: float | None = None  # from the trial's start to the load window's
+    teardown_seconds: float | None = None  # from the load window's end to the trial's
 
 
 def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> TrialOutput:
+    trial_started = time.monotonic()
     variant = setting.spec.variants[trial.variant]
     client_host = setting.hosts_by_role[variant.load.role][0]
     # A variant without a server (a microbenchmark) runs its load command alone.
@@ -232,7 +236,11 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         problems = clean_up()
     if problems:
         raise TrialError("; ".join(problems))
-    return output
+    return dataclasses.replace(
+        output,
+        setup_seconds=started - trial_started,
+        teardown_seconds=time.monotonic() - started - output.wall_seconds,
+    )
 
 
 def _clean_up(

@@ -194,12 +194,14 @@ def write_results(context: RunContext, gathered: Gathered) -> RunOutcome:
             files=run.report_links(),
             notes=run_notes(context, gathered),
             drift=[asdict(item) for item in gathered.drift],
+            timing=manifest.timing,
         ),
         resources.TEMPLATES,
     )
     run.write_report(html)
-    # Last: the sha256 of every file the run wrote, for `harness verify`.
-    run.write_manifest(store.Manifest(**{**manifest.__dict__, "file_sha256": run.digests()}))
+    # Last: the time drawing the page took, and the sha256 of every file the run wrote (`harness verify`).
+    timing = gathered.clock.record(gathered.trials)
+    run.write_manifest(store.Manifest(**{**manifest.__dict__, "timing": timing, "file_sha256": run.digests()}))
     return RunOutcome(
         run_dir=run.path,
         status=status,

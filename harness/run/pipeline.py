@@ -39,6 +39,7 @@ from harness.run.finish import RunOutcome, judge_pair, write_results, write_runn
 from harness.run.interrupt import NoSignals, StopSignals
 from harness.run.plan import Plan, make_plan
 from harness.run.profile import Retries
+from harness.run.timing import StageClock
 
 # progress(event, info): "stage" {text}, "trials" {total}, "trial" {index, variant, seconds}
 Progress = Callable[[str, dict], None]
@@ -72,6 +73,8 @@ def run_experiment(
     restricts servers and load generators to those CPUs, `retries` (--retries) overrides
     analysis.retries; a host another run holds is waited for up to `wait_seconds` (--wait),
     else the run stops at once. `fake_steal` is a seam for tests only (TrialSetting.fake_steal)."""
+    clock = StageClock()
+    clock.enter("start-up")
     spec, digest = spec_module.load_with_digest(experiment_path)
     inventory = load_inventory(inventory_path)
     inventory.hosts_for(spec.roles)  # a missing role fails before a run directory exists
@@ -89,7 +92,7 @@ def run_experiment(
         run,
         RunOptions(wait_seconds, fake_steal),
     )
-    return _run(context, Gathered(started=now(), trials=[]), progress, signals)
+    return _run(context, Gathered(started=now(), trials=[], clock=clock), progress, signals)
 
 
 def resume_experiment(
@@ -104,6 +107,8 @@ def resume_experiment(
     with its experiment (unchanged since: same sha256), profile, seed and stopping rule."""
     run = RunDirectory.existing(Path(run_dir))
     manifest = run.read_manifest()
+    clock = StageClock(manifest.timing)  # adds to the seconds the first part recorded
+    clock.enter("start-up")
     experiment = manifest.experiment
     if manifest.status == "complete":
         raise HarnessError(f"{run.path}: the run is complete; there is nothing to resume")
@@ -136,7 +141,7 @@ def resume_experiment(
     )
     plan = make_plan(spec, experiment.quick, manifest.order_seed, stopping.target_half_width, cpus, retries)
     trials = run.read_trials()
-    gathered = Gathered(started=manifest.started or now(), trials=trials, resumed_trials=len(trials))
+    gathered = Gathered(started=manifest.started or now(), trials=trials, resumed_trials=len(trials), clock=clock)
     gathered.recovered = list(manifest.recovered)
     inventory = load_inventory(inventory_path)
     context = RunContext(
@@ -167,6 +172,7 @@ def _run(context: RunContext, gathered: Gathered, progress: Progress | None, sig
     except KeyboardInterrupt:  # a signal that came before our handler was installed
         gathered.error = Interrupted("interrupted: the run stopped; hosts were restored")
     with signals.deferred():
+        gathered.clock.enter("report")
         progress("stage", {"text": "analysing and writing the report"})
         outcome = write_results(context, gathered)
     if gathered.error is not None:
@@ -180,6 +186,7 @@ def _measure(
     spec, plan, run, hosts_by_role = context.spec, context.plan, context.run, context.hosts_by_role
     inventory = context.inventory
     hosts = unique_hosts(hosts_by_role)
+    gathered.clock.enter("hosts")
     with ExitStack() as stack:
         sessions = {host.name: stack.enter_context(HostSession(host)) for host in hosts}
         progress("stage", {"text": f"checking {', '.join(sessions)}"})
@@ -210,6 +217,7 @@ def _measure(
         provisioner = Provisioner(
             inventory.path.resolve(), [h.name for h in hosts], run.ansible, signals.cancel_requested
         )
+        gathered.clock.enter("snapshot")
         progress("stage", {"text": "recording host settings (ansible: snapshot)"})
         with signals.deferred():
             gathered.state = provisioner.snapshot(
@@ -225,6 +233,7 @@ def _measure(
         restore_error = None
         run_error = None
         try:
+            gathered.clock.enter("provision")
             progress("stage", {"text": "provisioning: packages, builds, data, sysctls (ansible)"})
             with signals.deferred():
                 workspace, gathered.tools = provisioner.apply(
@@ -249,6 +258,7 @@ def _measure(
                 cpu_restriction=plan.profile.cpus,
                 fake_steal=context.options.fake_steal,
             )
+            gathered.clock.enter("trials")
             progress("trials", {"total": plan.most_trials, "done": len(gathered.trials)})
 
             def record(trial: store.Trial) -> None:
@@ -259,6 +269,7 @@ def _measure(
             _run_rounds(spec, plan, setting, gathered, progress, signals, record)
         except BaseException as exc:  # restore first, whatever stopped the run
             run_error = exc
+        gathered.clock.enter("restore")
         progress("stage", {"text": "restoring host settings (ansible: restore)"})
         with signals.deferred():
             try:

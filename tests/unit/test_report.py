@@ -71,6 +71,7 @@ def context(values, verdicts, charts):
             }
         ],
         "drift": [],
+        "timing": [],
         "sweep": {},
         "thresholds": Thresholds(),
         "charts": charts,

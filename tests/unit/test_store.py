@@ -73,6 +73,8 @@ def test_every_record_survives_its_file(tmp_path):
         host_changes={"h1": {"steal_seconds": 0.0}},
         host_cpus={"h1": 2.0},
         units=2,
+        setup_seconds=0.2,
+        teardown_seconds=0.1,
     )
     entry = store.VerdictEntry(
         claim_id="claim",
