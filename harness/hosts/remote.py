@@ -1,7 +1,8 @@
 """Fabric wrapper: run commands on a host, start and stop background servers by pid.
 
-A local host (ansible_connection=local) goes through invoke's local runner, an
-SSH host through fabric.Connection; both offer the same `run`. Commands are argv
+A local host (ansible_connection=local) runs each command as a child shell
+(subprocess.run, which blocks without polling); an SSH host goes through
+fabric.Connection, one connection for the whole run. Commands are argv
 lists joined with shlex, so text from an experiment file is never parsed by a
 shell. Every command carries a timeout. An SSH host must present a key that a
 known_hosts file lists (the inventory's UserKnownHostsFile, else ~/.ssh/known_hosts
@@ -15,6 +16,7 @@ import hashlib
 import shlex
 import shutil
 import socket
+import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,6 @@ import fabric
 import invoke
 import paramiko
 from fabric.runners import Remote
-from invoke.runners import Local
 
 from harness.errors import HostError, TrialError
 from harness.hosts.inventory import Host
@@ -56,14 +57,19 @@ class _RefuseUnknownKeys(paramiko.MissingHostKeyPolicy):
         )
 
 
-class _QuietLocal(Local):
-    # invoke wakes up every 10 ms while a command runs; during a measurement the
-    # harness should stay off the CPU, and a 100 ms wake-up is cheap enough.
-    input_sleep = 0.1
+LOCAL_SHELL = "/bin/bash"  # the shell Fabric runs commands with on an SSH host, here too
 
 
 class _QuietRemote(Remote):
+    # Fabric polls a running command every `input_sleep` seconds. During a load window
+    # the harness should stay off the CPU: a 100 ms wake-up is cheap enough there.
     input_sleep = 0.1
+
+
+class _PromptRemote(Remote):
+    # Outside load windows a command's end is noticed within 10 ms, not up to 100 ms
+    # later: a trial runs some ten short commands around its load.
+    input_sleep = 0.01
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ class HostSession:
         # shell command that starts it.
         self.process_journal: str | None = None
         if host.local:
-            self._runner = invoke.Context(invoke.Config(overrides={"runners": {"local": _QuietLocal}}))
+            self._runner = None
         else:
             connect_kwargs = {"key_filename": host.key_file} if host.key_file else {}
             config = fabric.Config(overrides={"runners": {"remote": _QuietRemote}})
@@ -144,12 +150,19 @@ class HostSession:
         """Run argv on the host and wait; raise HostError if check and it fails."""
         return self.shell(shlex.join(argv), timeout=timeout, check=check, shown=argv[0])
 
-    def shell(self, script: str, timeout: float = COMMAND_TIMEOUT, check: bool = True, shown: str = "sh") -> Output:
-        """Run a script built by this module from quoted parts."""
-        with self._reaching(shown, timeout):
-            self._open()
-            result = self._runner.run(script, hide=True, warn=True, timeout=timeout, in_stream=False)
-        output = Output(exited=result.exited, stdout=result.stdout, stderr=result.stderr)
+    def shell(
+        self, script: str, timeout: float = COMMAND_TIMEOUT, check: bool = True, shown: str = "sh", quiet: bool = False
+    ) -> Output:
+        """Run a script built by this module from quoted parts. `quiet`: the command is a
+        load window, so the controller wakes up as seldom as it can while it waits."""
+        if self.host.local:
+            output = self._run_local(script, timeout, shown)
+        else:
+            with self._reaching(shown, timeout):
+                self._open()
+                self._runner.config.runners.remote = _QuietRemote if quiet else _PromptRemote
+                result = self._runner.run(script, hide=True, warn=True, timeout=timeout, in_stream=False)
+            output = Output(exited=result.exited, stdout=result.stdout, stderr=result.stderr)
         if output.exited < 0:  # the SSH channel closed without an exit status: the host went away
             raise HostError(f"{self.host.name}: lost the SSH connection to {self.host.address} during {shown}")
         if check and output.exited != 0:
@@ -158,6 +171,24 @@ class HostSession:
                 f"{self.host.name}: {shown} exited {output.exited}: {detail[-1] if detail else 'no output'}"
             )
         return output
+
+    def _run_local(self, script: str, timeout: float, shown: str) -> Output:
+        try:
+            done = subprocess.run(
+                [LOCAL_SHELL, "-c", script],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,  # the caller decides what a status means
+            )
+        except subprocess.TimeoutExpired:
+            raise HostError(f"{self.host.name}: {shown} did not finish within {timeout:g} s") from None
+        except OSError as exc:
+            raise HostError(f"{self.host.name}: cannot start {LOCAL_SHELL}: {exc.strerror}") from None
+        # A shell killed by signal N: the status a parent shell would report, 128 + N.
+        exited = done.returncode if done.returncode >= 0 else 128 + abs(done.returncode)
+        return Output(exited=exited, stdout=done.stdout, stderr=done.stderr)
 
     def put(self, local_path: Path, remote_path: str) -> None:
         self._copy(str(local_path), remote_path, f"copy to {remote_path}", "put")
@@ -203,7 +234,7 @@ class HostSession:
     def _open(self) -> None:
         """Connect once, with TCP timeouts so a host that vanishes mid-command
         (link cut, machine gone) fails within seconds instead of TCP's minutes."""
-        if self.host.local or self._runner.is_connected:
+        if self._runner is None or self._runner.is_connected:
             return
         self._runner.open()
         sock = self._runner.transport.sock

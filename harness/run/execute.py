@@ -176,6 +176,7 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
                 timeout=variant.load.timeout + 30,
                 check=False,
                 shown=load_argv[0],
+                quiet=True,  # the load window
             )
             stderr, cpu = accounting.split_load_cpu(result.stderr)
             (setting.raw_dir / f"{name}.out").write_text(result.stdout)
