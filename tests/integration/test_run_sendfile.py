@@ -5,6 +5,7 @@ Before the run the test gives the two sysctls the experiment sets distinctive
 values, so that a restore that did nothing would be caught.
 """
 
+import datetime
 import json
 import math
 import re
@@ -120,9 +121,22 @@ def test_quick_run_gives_verdicts_from_its_own_numbers(tmp_path, distinctive_sys
     assert manifest["hosts"]["facts"]["localhost"]["cores"] >= 1
     assert manifest["harness_costs"]["peak_rss_mib"] > 0
     assert len(manifest["experiment"]["sha256"]) == 64
+    # Every second of the run is charged to a stage; the stages add up to the wall time,
+    # which matches the run's start and end times (whole seconds; the wall time also counts
+    # the experiment's loading before `started` and the page's drawing after `finished`).
+    timing = manifest["timing"]
+    assert set(timing["stages"]) == {"start-up", "hosts", "snapshot", "provision", "trials", "restore", "report"}
+    assert math.isclose(sum(timing["stages"].values()), timing["wall_seconds"], rel_tol=0.05)
+    started, finished = (datetime.datetime.fromisoformat(manifest[key]) for key in ("started", "finished"))
+    assert abs((finished - started).total_seconds() - timing["wall_seconds"]) <= 5
+    assert math.isclose(
+        timing["trials"]["load_windows"], manifest["harness_costs"]["load_window_seconds"], rel_tol=0.01
+    )
+    assert sum(timing["trials"].values()) <= timing["stages"]["trials"] + 0.01
 
     html = (run_dir / "index.html").read_text()
     assert "<svg" in html and verdicts[0]["verdict"] in html and "raw/" in html
+    assert "Where the time went" in html
     assert list((run_dir / "raw").glob("*-load.out")) and list((run_dir / "raw").glob("*-server.log"))
 
     # Every file the run wrote is in the manifest with its sha256; a change is caught and named.
