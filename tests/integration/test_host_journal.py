@@ -179,7 +179,7 @@ def test_a_killed_run_is_put_back_by_lab_up_which_keeps_the_lab(lab, experiment,
         "lab", "up", "--name", lab.name, "--hosts", "2", "--base-dir", lab.directory.parent, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{lab.hosts[0].name}: restored what run {killed.name} left" in result.stdout
+    assert f"{lab.hosts[0].name}: restored what run {killed.name} (" in result.stdout
     assert_as_found(lab, before, killed, processes)
     # The healthy lab was kept, not rebuilt: the same sshd answers.
     assert f"sshd pid {lab.hosts[0].sshd_pid}" in result.stdout
@@ -288,7 +288,7 @@ def test_a_host_whose_sshd_dies_mid_run_fails_the_run_and_lab_up_restores_it(lab
         "lab", "up", "--name", lab.name, "--hosts", "2", "--base-dir", lab.directory.parent, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"{server.name}: restored what run {run_dir.name} left" in result.stdout
+    assert f"{server.name}: restored what run {run_dir.name} (" in result.stdout
     assert not [pid for pid, started in processes if start_time(pid) == started], "a process of the run is alive"
     assert not (WORK_ROOT / run_dir.name).exists()
     assert not [folder for folder in folders if folder.exists()], "a journal or state folder is left"
