@@ -148,9 +148,8 @@ def test_a_killed_run_is_put_back_by_harness_restore(lab, experiment, tmp_path, 
     assert again.returncode == 0 and again.stdout.strip() == f"{lab.hosts[0].name}: no journal; nothing to restore"
 
 
-# The next run recovers through the same restore as `harness restore` (tested above at every
-# stage); once, mid-trial (journal, settings and a live server), keeps the suite short.
-@pytest.mark.parametrize("stage", ["trial"])
+# The next run recovers through the same restore as `harness restore`, at every stage too.
+@pytest.mark.parametrize("stage", list(STAGES))
 def test_a_killed_run_is_put_back_by_the_next_run(lab, experiment, tmp_path, stage):
     before = {host.name: host_values(host) for host in lab.hosts}
     killed = kill_at(lab, experiment, tmp_path / "killed", stage)
