@@ -19,7 +19,7 @@ from harness.errors import ProvisionError, SpecError
 from harness.hosts import hoststate
 from harness.hosts.hoststate import HostState
 from harness.hosts.inventory import Host
-from harness.hosts.playbook import Playbooks, loop_results, script_output, task_result
+from harness.hosts.playbook import Playbooks, script_output, task_result
 from harness.run import spec as spec_module
 from harness.run.placeholders import fill, parse_size
 
@@ -172,10 +172,11 @@ class Provisioner:
         versions = {}
         for host in self.host_names:
             found = {}
-            for item in loop_results(events, host, "Read tool versions"):
-                version = _version_line(item)
+            printed = (script_output(events, host, "Read tool versions") or {}).get("versions", {})
+            for tool, output in printed.items():
+                version = _version_line(output)
                 if version:
-                    found[item["item"]["tool"]] = version
+                    found[tool] = version
             if requirements:
                 found["pip packages"] = _pip_packages(task_result(events, host, "Read venv packages"))
             if net is not None:

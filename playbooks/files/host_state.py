@@ -15,6 +15,11 @@ second or two per host: each Ansible task costs about as much as this whole scri
     tune     {"address", "net": {rps_cpus, ...}}
                              -> {"device", "failures": {setting: why}, "changed"} or {"skipped": why, "changed"};
                                 exits 1 with one line on stderr if any value reads back otherwise
+    sysctls  {"sysctls": {key: value}}
+                             -> {"sysctls": {key: value read back}, "failures": [...], "changed"};
+                                exits 1 with the failures on stderr if any value did not take
+    versions {"commands": [{tool, argv}]}
+                             -> {"versions": {tool: {"stdout", "stderr"}}, "changed": false}
 
 "changed" says whether the script altered anything on the host (a value that differed, a workdir
 that was there): the playbooks report it to Ansible (changed_when).
@@ -77,6 +82,10 @@ def main():
         )
     elif mode == "tune":
         result = tune(given["address"], given["net"])
+    elif mode == "sysctls":
+        result = apply_sysctls(given["sysctls"])
+    elif mode == "versions":
+        result = {"versions": tool_versions(given["commands"]), "changed": False}
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     json.dump(result, sys.stdout, sort_keys=True)
@@ -84,6 +93,8 @@ def main():
         # One line for the harness to show: every setting that did not take, and why.
         problems = "; ".join(f"{key}: {why}" for key, why in sorted(result["failures"].items()))
         raise SystemExit(f"provision.net on {result['device']} did not take: {problems}")
+    if mode == "sysctls" and result["failures"]:
+        raise SystemExit("; ".join(result["failures"]))
 
 
 # --- reading --------------------------------------------------------------------
@@ -259,6 +270,36 @@ def restore_sysctls(wanted):
         after = read_sysctl(key)
         result[key] = {"after": after.get("value"), "error": error or after.get("error", ""), "written": written}
     return result
+
+
+def apply_sysctls(wanted):
+    """provision.sysctls: write each sysctl whose words differ from the value wanted, then
+    read every one back, since the kernel may clamp or refuse a value without saying so."""
+    result = {"sysctls": {}, "failures": [], "changed": False}
+    for key, value in wanted.items():
+        before = read_sysctl(key)
+        if before.get("value", "").split() != value.split():
+            attempt = run(["sysctl", "-w", f"{key}={value}"])
+            result["changed"] = result["changed"] or attempt.returncode == 0
+            if attempt.returncode != 0:
+                why = last_line(attempt.stderr) or last_line(attempt.stdout) or "sysctl -w failed"
+                result["failures"].append(f"{key}: cannot write '{value}': {why}")
+                continue
+        after = read_sysctl(key)
+        result["sysctls"][key] = after.get("value")
+        if after.get("value", "").split() != value.split():
+            result["failures"].append(f"{key} reads '{after.get('value', after.get('error'))}' after writing '{value}'")
+    return result
+
+
+def tool_versions(commands):
+    """{tool: what its version command printed} for each {tool, argv}; a tool that is not
+    installed (or fails) gives empty output, which the harness leaves out."""
+    found = {}
+    for command in commands:
+        done = run(command["argv"])
+        found[command["tool"]] = {"stdout": done.stdout, "stderr": done.stderr if done.returncode != 127 else ""}
+    return found
 
 
 def remove_workdir(workdir):
