@@ -313,18 +313,15 @@ if running; then kill -KILL -- -$pid 2>/dev/null; sleep 0.2; fi
 
     def session_cpu_seconds(self, server: Background) -> float:
         """CPU time of every thread in the server's session, from /proc schedstat (ns)."""
-        script = (
-            f"for p in $(pgrep -s {server.pid}); do cat /proc/$p/task/*/schedstat 2>/dev/null; done"
-            " | awk '{ns += $1} END {printf \"%d\\n\", ns}'"
-        )
-        return int(self.shell(script, timeout=30, shown="read CPU time").stdout.strip() or 0) / 1e9
+        return int(self.shell(_session_cpu_script(server), timeout=30, shown="read CPU time").stdout.strip() or 0) / 1e9
 
-    def counters(self) -> dict[str, float]:
+    def counters(self, server: Background | None = None) -> dict[str, float]:
         """Host counters that can invalidate a measurement (swapping, CPU steal,
         throttling) or show where the kernel did the work (receive softirqs per CPU).
         Per CPU N also: cpuN_steal_ticks, cpuN_process_ticks (user, nice, system: work done
         for processes) and cpuN_irq_ticks (irq, softirq), for the gates on the CPUs a trial
-        was allowed to use. Read before and after a load window; absent ones are left out."""
+        was allowed to use. Read before and after a load window; absent ones are left out.
+        With `server`, also its session's CPU time (`server_cpu_ns`) in the same call."""
         script = r"""
 awk '$1 == "pswpin" || $1 == "pswpout" {print $1, $2}' /proc/vmstat
 awk '$1 == "cpu" {print "steal_ticks", $9; print "busy_ticks", $2 + $3 + $4 + $7 + $8}' /proc/stat
@@ -338,6 +335,8 @@ for f in /sys/devices/system/cpu/cpu*/thermal_throttle/core_throttle_count; do
 done | awk '{n += $1; seen = 1} END {if (seen) print "thermal_throttle_count", n}'
 [ -r /sys/fs/cgroup/cpu.stat ] && awk '$1 == "nr_throttled" {print "cgroup_nr_throttled", $2}' /sys/fs/cgroup/cpu.stat
 true"""
+        if server is not None:
+            script += f'\necho "server_cpu_ns $({_session_cpu_script(server)})"'
         values = {}
         for line in self.shell(script, timeout=30, shown="read host counters").stdout.splitlines():
             name, _, number = line.partition(" ")
@@ -357,6 +356,14 @@ true"""
     def port_in_use(self, port: int, protocol: str = "tcp") -> bool:
         sockets = {"tcp": "-Hltn", "udp": "-Hlun"}[protocol]
         return bool(self.run(["ss", sockets, f"sport = :{port}"], timeout=30).stdout.strip())
+
+
+def _session_cpu_script(server: Background) -> str:
+    """Prints the CPU time (ns) of every thread in the server's session, from /proc schedstat."""
+    return (
+        f"for p in $(pgrep -s {server.pid}); do cat /proc/$p/task/*/schedstat 2>/dev/null; done"
+        " | awk '{ns += $1} END {printf \"%d\\n\", ns}'"
+    )
 
 
 def record_started(journal: str | None) -> str:

@@ -14,6 +14,7 @@ import json
 import shlex
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,9 +157,8 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         # The counters' own window (midpoint of each read to midpoint) is what their deltas cover;
         # it is longer than the load's wall time by the reads around it, and the gates divide by it.
         read_started = time.monotonic()
-        counters_before = {name: session.counters() for name, session in involved.items()}
+        counters_before, cpu_before = _read_counters(involved, server_host.name, server)
         window_started = (read_started + time.monotonic()) / 2
-        cpu_before = server_session.session_cpu_seconds(server) if server else 0.0
         harness_before = accounting.own_cpu_seconds()
         started = time.monotonic()
         stdouts, files, load_cpu = [], [], 0.0
@@ -201,9 +201,8 @@ def run_trial(trial: Trial, setting: TrialSetting, signals: StopSignals) -> Tria
         wall = time.monotonic() - started
         harness_cpu = accounting.own_cpu_seconds() - harness_before
         load_done = True
-        cpu_after = server_session.session_cpu_seconds(server) if server else 0.0
         read_started = time.monotonic()
-        counters_after = {name: session.counters() for name, session in involved.items()}
+        counters_after, cpu_after = _read_counters(involved, server_host.name, server)
         window = (read_started + time.monotonic()) / 2 - window_started
         if variant.result:
             # The receiving side's count replaces the load generator's values.
@@ -405,6 +404,24 @@ def _install_config(setting, variant, values, session: HostSession, stem: str) -
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else "no output"
+
+
+def _read_counters(
+    involved: dict[str, HostSession], server_host: str, server: Background | None
+) -> tuple[dict[str, dict[str, float]], float]:
+    """Every involved host's counters, read at once (one call per host, the hosts side by
+    side), and the server session's CPU seconds from the same call on its host."""
+
+    def read(name: str) -> dict[str, float]:
+        return involved[name].counters(server if name == server_host else None)
+
+    if len(involved) == 1:
+        readings = {name: read(name) for name in involved}
+    else:
+        with ThreadPoolExecutor(max_workers=len(involved)) as pool:
+            readings = dict(zip(involved, pool.map(read, involved), strict=True))
+    server_ns = readings[server_host].pop("server_cpu_ns", 0.0)
+    return readings, server_ns / 1e9 if server is not None else 0.0
 
 
 def _roles(variant: Variant, server_host: Host, client_host: Host) -> list[tuple[str, Host, CpuSet | None]]:
