@@ -33,7 +33,8 @@ def _fail(error: HarnessError, status: int = 1) -> None:
 
 class _ParsedOption(click.ParamType):
     """An option's text parsed once into the harness's own value (CpuSet, Retries); the
-    parser's message becomes click's usage error, which names the option."""
+    parser's message becomes click's usage error, which names the option. `name` is the
+    metavar --help shows."""
 
     def __init__(self, name: str, parse, errors: type[Exception]):
         self.name, self.parse, self.errors = name, parse, errors
@@ -85,14 +86,12 @@ def main() -> None:
 )
 @click.option(
     "--cpus",
-    metavar="LIST",
     type=_ParsedOption("LIST", CpuSet.parse, CpuListError),
     help="Run servers and load generators on these CPUs only (e.g. 0 or 0-1), as if the host had no "
     "others; recorded in the manifest as part of the host's fingerprint.",
 )
 @click.option(
     "--retries",
-    metavar="N[,TOTAL]",
     type=_ParsedOption("N[,TOTAL]", Retries.parse, ValueError),
     help="Run a trial that failed a validity gate again, up to N times per variant and condition and TOTAL "
     "times in the run (default: the experiment's analysis.retries, 4 and half the run's most trials).",

@@ -106,8 +106,8 @@ def test_a_host_lost_mid_run_fails_the_run_and_restores_the_others(lab, small_ex
         for line in process.stderr:
             if line.strip().startswith("trial 2:"):
                 break
-        # The server host drops off the network: its link disappears, nothing answers.
-        subprocess.run(["ip", "link", "del", server.veth], check=True)
+        # The server host drops off the network: its link goes down, nothing answers.
+        subprocess.run(["ip", "netns", "exec", server.name, "ip", "link", "set", "eth0", "down"], check=True)
         started = time.monotonic()
         _, stderr = process.communicate(timeout=300)
         took = time.monotonic() - started
@@ -126,3 +126,10 @@ def test_a_host_lost_mid_run_fails_the_run_and_restores_the_others(lab, small_ex
     assert set(kept) == set(order[:2])
     assert json.loads((run_dir / "manifest.json").read_text())["status"].startswith("failed: trial 3 of 12")
     assert client_wmem(lab) == DISTINCT_WMEM  # the host still reachable was restored
+    # The lost host kept its journal; once it is back, `harness restore` clears it.
+    subprocess.run(["ip", "netns", "exec", server.name, "ip", "link", "set", "eth0", "up"], check=True)
+    restored = subprocess.run(
+        [str(HARNESS), "restore", "--inventory", str(lab.inventory)], capture_output=True, text=True, timeout=300
+    )
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert f"{server.name}: restored what run {run_dir.name} (" in restored.stdout
