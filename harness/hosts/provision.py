@@ -9,8 +9,11 @@ happened. Each runs one playbook through harness/hosts/playbook.py.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -159,7 +162,7 @@ class Provisioner:
                 "data": workspace.data,
                 "venv": f"{workspace.workdir}/venv",
             },
-            "workload_source": str(workload_dir),
+            "workload_archive": _packed(workload_dir),
             "builds_by_host": builds_by_host,
             "data_by_host": data_by_host,
             "version_commands": [{"tool": tool, "argv": VERSION_COMMANDS[tool]} for tool in tools]
@@ -233,6 +236,16 @@ def _pip_packages(res: dict | None) -> str:
         return " ".join(sorted(f"{entry['name']}=={entry['version']}" for entry in listed)) or "none"
     except (ValueError, TypeError, KeyError):
         return "unknown"
+
+
+def _packed(folder: Path) -> str:
+    """The folder's content as a base64 gzip tar, for one provisioning task to unpack on
+    every host (a copy task sends file by file). Symlinks are followed, as a copy would."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", dereference=True) as archive:
+        for path in sorted(folder.iterdir()):
+            archive.add(path, arcname=path.name)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _version_line(item: dict) -> str:

@@ -18,6 +18,8 @@ second or two per host: each Ansible task costs about as much as this whole scri
     sysctls  {"sysctls": {key: value}}
                              -> {"sysctls": {key: value read back}, "failures": [...], "changed"};
                                 exits 1 with the failures on stderr if any value did not take
+    unpack   {"archive": base64 tar.gz, "into": folder, "folders": [...]}
+                             -> {"changed": true}: makes the folders, unpacks the archive into `into`
     versions {"commands": [{tool, argv}]}
                              -> {"versions": {tool: {"stdout", "stderr"}}, "changed": false}
 
@@ -42,8 +44,10 @@ A file the kernel refuses to read (xps_cpus of a one-queue device) reads
 "unknown: no ethtool".
 """
 
+import base64
 import errno
 import glob
+import io
 import json
 import os
 import re
@@ -51,6 +55,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 
 NFT_TABLE = ("inet", "harness")
 XDP_MODES = {1: "xdpdrv", 2: "xdpgeneric", 3: "xdpoffload"}
@@ -84,6 +89,8 @@ def main():
         result = tune(given["address"], given["net"])
     elif mode == "sysctls":
         result = apply_sysctls(given["sysctls"])
+    elif mode == "unpack":
+        result = unpack(given)
     elif mode == "versions":
         result = {"versions": tool_versions(given["commands"]), "changed": False}
     else:
@@ -290,6 +297,20 @@ def apply_sysctls(wanted):
         if after.get("value", "").split() != value.split():
             result["failures"].append(f"{key} reads '{after.get('value', after.get('error'))}' after writing '{value}'")
     return result
+
+
+def unpack(given):
+    """The run's work folders, and the workload folder's content unpacked into its place."""
+    for folder in given["folders"]:
+        os.makedirs(folder, mode=0o755, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(given["archive"])), mode="r:gz") as archive:
+        # The "data" filter (Python 3.11.4+) refuses absolute paths, links out of `into`
+        # and device files; the archive is the harness's own, this is belt and braces.
+        if hasattr(tarfile, "data_filter"):
+            archive.extractall(given["into"], filter="data")
+        else:
+            archive.extractall(given["into"])
+    return {"changed": True}
 
 
 def tool_versions(commands):

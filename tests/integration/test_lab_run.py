@@ -15,7 +15,7 @@ import pytest
 
 from harness.run import spec
 from harness.run.plan import make_plan
-from tests.builders import HARNESS
+from tests.builders import HARNESS, run_harness
 
 pytestmark = pytest.mark.integration
 
@@ -128,8 +128,6 @@ def test_a_host_lost_mid_run_fails_the_run_and_restores_the_others(lab, small_ex
     assert client_wmem(lab) == DISTINCT_WMEM  # the host still reachable was restored
     # The lost host kept its journal; once it is back, `harness restore` clears it.
     subprocess.run(["ip", "netns", "exec", server.name, "ip", "link", "set", "eth0", "up"], check=True)
-    restored = subprocess.run(
-        [str(HARNESS), "restore", "--inventory", str(lab.inventory)], capture_output=True, text=True, timeout=300
-    )
+    restored = run_harness("restore", "--inventory", lab.inventory, timeout=300)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert f"{server.name}: restored what run {run_dir.name} (" in restored.stdout
