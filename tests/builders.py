@@ -305,3 +305,10 @@ def trial_record(**overrides) -> store.Trial:
         "host_cpus": {"h1": 2.0},
     }
     return store.Trial(**{**fields, **overrides})
+
+
+def valid_trials(run_dir: Path) -> dict[str, int]:
+    """variant -> how many of its trials count (passed every validity gate), from costs.csv:
+    on this VM CPU steal keeps some trials out, so tests count values per valid trial."""
+    costs = pd.read_csv(run_dir / "costs.csv")
+    return costs[costs["status"] == "valid"].groupby("variant").size().to_dict()

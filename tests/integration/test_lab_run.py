@@ -75,7 +75,12 @@ def test_sendfile_runs_across_two_lab_hosts(lab, small_experiment, tmp_path):
     assert conditions["server host"] == server.name and conditions["client host"] == client.name
     # The link the client reaches the server through: the lab's two-queue veth.
     assert re.match(r"eth0, mtu 1500, 2 rx / 2 tx queues", conditions[f"link {client.name} -> {server.name}"])
-    assert len(pd.read_csv(run_dir / "measurements.csv")) == 4 * 3 * 3
+    # 3 measured transfers per valid trial: 4 variants x 3 repetitions, less the trials a
+    # validity gate kept out (CPU steal on this VM reached 7-9% in some CI windows).
+    trials = json.loads((run_dir / "manifest.json").read_text())["trials"]
+    valid = trials["completed"] - trials["replaced"] - trials["excluded"]
+    assert 0 < valid <= 4 * 3
+    assert len(pd.read_csv(run_dir / "measurements.csv")) == valid * 3
     # Each host's sysctls are its own (net.* is per namespace) and were restored.
     assert client_wmem(lab) == DISTINCT_WMEM
     assert server.name in (run_dir / "index.html").read_text()

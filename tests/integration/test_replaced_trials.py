@@ -77,7 +77,8 @@ def test_trials_with_injected_steal_are_rerun_excluded_and_counted(tmp_path):
     assert sorted(failed["order"]) == sorted(chosen)
     assert set(failed["status"]) == {"replaced"}
     # The injected 30% comes on top of what the hypervisor really stole in that window.
-    assert (failed["value"] >= 0.3).all() and "% of the CPU time of CPUs" in failed["detail"].iloc[0]
+    # (>= 0.3 up to float rounding: 0.3 x window / window can come out a hair under 0.3.)
+    assert (failed["value"] >= 0.3 - 1e-9).all() and "% of the CPU time of CPUs" in failed["detail"].iloc[0]
     # Each failed trial ran again after the planned ones (orders 6 and 7), same variant and run.
     # Written as they ran: the rerun of trial 2 at the end of round 1, of trial 5 at the end of round 3.
     assert [t["order"] for t in trials] == [0, 1, 6, 2, 3, 4, 5, 7]

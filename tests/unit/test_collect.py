@@ -176,6 +176,22 @@ def test_steal_is_taken_on_the_trials_cpus_not_machine_wide():
     assert not steal["passed"] and steal["value"] == pytest.approx(0.1)
 
 
+def test_the_steal_gate_allows_for_the_counters_one_tick_resolution():
+    # A 0.1 s window on both CPUs: /proc/stat counts in 0.01 s ticks, each CPU off by up to one.
+    def steal_row(ticks: tuple[int, int]):
+        changes = per_cpu(steal=(ticks[0] * 0.01, ticks[1] * 0.01))
+        changes["h"]["window_seconds"] = 0.1
+        trial = placed_trial(BOTH, host_changes=changes)
+        return {row["gate"]: row for row in gates(trial, 0.95, 0.05)}["CPU steal"]
+
+    one_tick = steal_row((1, 0))  # reads 5%, but could be nothing at all
+    assert one_tick["passed"] and one_tick["value"] == pytest.approx(0.05)
+    three = steal_row((2, 1))  # reads 15%, at least 5%: not beyond the limit
+    assert three["passed"]
+    four = steal_row((2, 2))  # reads 20%, at least 10%
+    assert not four["passed"] and "at least 10.0%" in four["detail"]
+
+
 def test_busy_host_counts_work_neither_server_load_generator_nor_harness_did():
     # Server 1.5 s + client 0.12 s + harness 0.01 s on both CPUs over 1.1 s; 2.0 s were busy.
     trial = placed_trial(BOTH, host_changes=per_cpu(process=(1.1, 0.9)))
