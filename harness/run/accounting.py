@@ -13,6 +13,7 @@ from pathlib import Path
 from harness.cpuset import CpuSet, placed
 from harness.hosts.inventory import Host
 from harness.hosts.remote import HostSession, record_started
+from harness.run.gates import TICK_SECONDS
 
 LOAD_CPU_MARK = "harness-load-cpu:"
 
@@ -90,7 +91,8 @@ def placement(
 
 def add_fake_steal(host_changes: dict, placement: dict, share: float | None, wall: float) -> None:
     """The test seam (TrialSetting.fake_steal): add `share` of the window as steal on every CPU
-    the trial could use, machine-wide too, as if the hypervisor had taken it."""
+    the trial could use, machine-wide too, as if the hypervisor had taken it; plus one counter
+    tick per CPU, which the steal gate allows for as the counters' resolution (gates.py)."""
     if not share:
         return
     for host, machine in placement.items():
@@ -98,10 +100,11 @@ def add_fake_steal(host_changes: dict, placement: dict, share: float | None, wal
         cpus = machine["cpus"]
         if cpus is None:
             cpus = [int(key[3:].split("_")[0]) for key in changes if key.startswith("cpu") and "_steal_" in key]
+        stolen = share * wall + TICK_SECONDS
         for cpu in cpus:
             key = f"cpu{cpu}_steal_seconds"
-            changes[key] = changes.get(key, 0.0) + share * wall
-        changes["steal_seconds"] = changes.get("steal_seconds", 0.0) + share * wall * len(cpus)
+            changes[key] = changes.get(key, 0.0) + stolen
+        changes["steal_seconds"] = changes.get("steal_seconds", 0.0) + stolen * len(cpus)
 
 
 def own_cpu_seconds() -> float:
