@@ -260,12 +260,6 @@ def task_result(events: list[dict], host: str, task: str, kind: str = "runner_on
     return None
 
 
-def loop_results(events: list[dict], host: str, task: str) -> list[dict]:
-    """Per-item results of a loop task (empty if it was skipped or had no items)."""
-    res = task_result(events, host, task)
-    return [item for item in (res or {}).get("results", []) if isinstance(item, dict) and not item.get("skipped")]
-
-
 def _last_line(text) -> str:
     lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
     return lines[-1] if lines else ""

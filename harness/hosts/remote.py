@@ -311,10 +311,6 @@ if running; then kill -KILL -- -$pid 2>/dev/null; sleep 0.2; fi
         if result.exited != 0:
             raise HostError(f"{self.host.name}: processes of session {server.pid} survived SIGKILL")
 
-    def session_cpu_seconds(self, server: Background) -> float:
-        """CPU time of every thread in the server's session, from /proc schedstat (ns)."""
-        return int(self.shell(_session_cpu_script(server), timeout=30, shown="read CPU time").stdout.strip() or 0) / 1e9
-
     def counters(self, server: Background | None = None) -> dict[str, float]:
         """Host counters that can invalidate a measurement (swapping, CPU steal,
         throttling) or show where the kernel did the work (receive softirqs per CPU).
